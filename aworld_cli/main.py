@@ -1,0 +1,200 @@
+"""``aworld``: the command line. Thin: parse, validate config, run a flow, print a table.
+
+Exit codes scripts can rely on: 0 success, 2 bad configuration or input (nothing started),
+3 a run failed with a known error (message says what to do), 1 anything unexpected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aworld_core.config import RecipeConfig, load_config
+from aworld_core.errors import AWorldError, ConfigError
+
+app = typer.Typer(help="AWorld recipe: distributed agent rollouts, RL training and evaluation.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+recipe_app = typer.Typer(help="Run the iterated recipe (rollout -> store -> train -> evaluate).",
+                         no_args_is_help=True)
+model_app = typer.Typer(help="Create and inspect models.", no_args_is_help=True)
+app.add_typer(recipe_app, name="recipe")
+app.add_typer(model_app, name="model")
+console = Console(stderr=True)
+out = Console()
+
+ConfigOpt = typer.Option("configs/local.yaml", "--config", "-c", help="YAML config file")
+SetOpt = typer.Option(None, "--set", "-s", help="override, e.g. --set rollout.shards=8 (repeatable)")
+
+
+def _fail(exc: Exception) -> None:
+    code = 2 if isinstance(exc, ConfigError) else 3
+    console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code)
+
+
+def _load(config: Optional[str], overrides: Optional[list[str]], **direct: Any) -> RecipeConfig:
+    extra = [f"{k}={v}" for k, v in direct.items() if v is not None]
+    try:
+        return load_config(config, list(overrides or []) + extra)
+    except ConfigError as exc:
+        _fail(exc)
+        raise  # unreachable
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "distributed", "prefect.events", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def print_recipe_result(result: dict[str, Any]) -> None:
+    table = Table(title=f"run {result['run_id']}: held-out success per iteration")
+    for col in ("iteration", "checkpoint", "episodes", "success", "mean reward"):
+        table.add_column(col, justify="right" if col != "checkpoint" else "left")
+    for e in result["evaluations"]:
+        table.add_row(str(e["iteration"]), e["checkpoint"], str(e["episodes"]),
+                      f"{e['success_rate']:.1%}", f"{e['mean_reward']:.3f}")
+    out.print(table)
+    out.print(f"trajectories (Parquet): [bold]{result['data']}[/]")
+    out.print(f"checkpoints: {result['checkpoints'][0]} .. {Path(result['checkpoints'][-1]).name}")
+
+
+@recipe_app.command("run")
+def recipe_run(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt,
+               iterations: Optional[int] = typer.Option(None, help="override config.iterations"),
+               run_id: Optional[str] = typer.Option(None, help="name the run (default: timestamp)"),
+               json_out: bool = typer.Option(False, "--json", help="print the result as JSON"),
+               quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+    """Run the whole iterated recipe.
+
+    Example: aworld recipe run --iterations 2 --set rollout.prompts_per_iteration=32
+    """
+    _setup_logging(quiet)
+    cfg = _load(config, set_, iterations=iterations, run_id=run_id)
+    from flows.recipe import aworld_recipe
+
+    try:
+        result = aworld_recipe(config_path=config, overrides=list(set_ or []), iterations=cfg.iterations,
+                               run_id=cfg.with_run_id().run_id)
+    except AWorldError as exc:
+        _fail(exc)
+    if json_out:
+        out.print_json(json.dumps(result, default=str))
+    else:
+        print_recipe_result(result)
+
+
+@recipe_app.command("resume")
+def recipe_resume(run_id: str, config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt,
+                  quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+    """Continue RUN_ID from its last committed stage (nothing committed is redone or duplicated)."""
+    _setup_logging(quiet)
+    cfg = _load(config, set_, run_id=run_id)
+    from aworld_core.recipe import run_store
+
+    saved = run_store(cfg).read_json("config.json")
+    if saved is None:
+        _fail(ConfigError(f"no run {run_id!r} under {run_store(cfg).display()}; check storage.uri and the id"))
+    from flows.recipe import aworld_recipe
+
+    overrides = [f"{k}={json.dumps(v)}" for k, v in _flatten(saved).items()]
+    try:
+        result = aworld_recipe(config_path=None, overrides=overrides, run_id=run_id)
+    except AWorldError as exc:
+        _fail(exc)
+    print_recipe_result(result)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and k != "params":
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+@recipe_app.command("status")
+def recipe_status(run_id: str, config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt) -> None:
+    """Show what RUN_ID has committed: shards per iteration and phase, evaluations."""
+    cfg = _load(config, set_, run_id=run_id)
+    from aworld_core.recipe import run_store
+
+    store = run_store(cfg)
+    table = Table(title=f"run {run_id} ({store.display()})")
+    for col in ("iteration", "phase", "shards", "episodes", "successes"):
+        table.add_column(col)
+    rows: dict[tuple[int, str], list[int]] = {}
+    for m in store.manifests():
+        s = m.get("summary", {})
+        agg = rows.setdefault((m["iteration"], m["phase"]), [0, 0, 0])
+        agg[0] += 1
+        agg[1] += s.get("episodes", m["rows"].get("evaluations", 0))
+        agg[2] += s.get("successes", 0)
+    if not rows:
+        _fail(ConfigError(f"run {run_id!r} has no committed data under {store.display()}"))
+    for (it, phase), (n, eps, succ) in sorted(rows.items()):
+        table.add_row(str(it), phase, str(n), str(eps), str(succ))
+    out.print(table)
+
+
+@model_app.command("init")
+def model_init(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt,
+               force: bool = typer.Option(False, help="recreate even if it exists")) -> None:
+    """Create the embedded tiny Qwen3 model (tokenizer + weights) at model.path."""
+    _setup_logging(False)
+    cfg = _load(config, set_)
+    from aworld_core.recipe import ensure_base_model
+
+    path = cfg.resolve(cfg.model.path)
+    if force and path.exists():
+        import shutil
+
+        shutil.rmtree(path)
+    try:
+        out.print(f"model ready at {ensure_base_model(cfg)}")
+    except AWorldError as exc:
+        _fail(exc)
+
+
+@app.command("rollout")
+def rollout(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt,
+            checkpoint: Optional[str] = typer.Option(None, help="HF model dir to serve (default: base model)"),
+            run_id: Optional[str] = None) -> None:
+    """Collect one iteration of experience (no training)."""
+    _setup_logging(False)
+    _load(config, set_)
+    from flows.rollout import aworld_rollout
+
+    try:
+        out.print_json(json.dumps(aworld_rollout(config, list(set_ or []), checkpoint, 0, run_id)))
+    except AWorldError as exc:
+        _fail(exc)
+
+
+@app.command("eval")
+def evaluate(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt,
+             checkpoint: Optional[str] = typer.Option(None, help="HF model dir to serve (default: base model)"),
+             run_id: Optional[str] = None) -> None:
+    """Held-out success of a checkpoint on the configured environment."""
+    _setup_logging(False)
+    _load(config, set_)
+    from flows.rollout import aworld_evaluate
+
+    try:
+        out.print_json(json.dumps(aworld_evaluate(config, list(set_ or []), checkpoint, 0, run_id)))
+    except AWorldError as exc:
+        _fail(exc)
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

