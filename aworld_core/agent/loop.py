@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -76,9 +77,21 @@ class EpisodeResult:
         return sum(self.loss_mask)
 
 
-@lru_cache(maxsize=8)
+_TOKENIZER_LOCK = threading.Lock()
+
+
 def load_tokenizer(model_dir: str):  # -> PreTrainedTokenizerBase
-    """One tokenizer per process and model directory (loading costs ~0.1-1 s)."""
+    """One tokenizer per process and model directory (loading costs ~0.1-1 s).
+
+    Locked: shards run in several threads of one Dask worker, and transformers' lazy module import
+    is not thread-safe (concurrent first imports fail with "cannot import name AutoTokenizer").
+    """
+    with _TOKENIZER_LOCK:
+        return _load_tokenizer(model_dir)
+
+
+@lru_cache(maxsize=8)
+def _load_tokenizer(model_dir: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir)
