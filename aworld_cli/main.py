@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -49,6 +50,8 @@ def _load(config: Optional[str], overrides: Optional[list[str]], **direct: Any) 
 
 
 def _setup_logging(quiet: bool) -> None:
+    # distributed re-applies its own logging config when first imported: set it through dask config.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "distributed", "prefect.events", "urllib3"):
