@@ -34,6 +34,13 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def find_free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS says is free right now (for servers started by tests and benchmarks)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 class VLLMServer:
     """A vLLM server subprocess. Use as a context manager; ``url`` is the OpenAI base URL (``/v1``)."""
 

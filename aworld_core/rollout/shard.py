@@ -79,6 +79,7 @@ class ShardSummary:
     episode_s: float
     skipped: bool = False
     stop_reasons: dict[str, int] = field(default_factory=dict)
+    commit_s: float = 0.0
 
     @classmethod
     def from_manifest(cls, m: dict[str, Any]) -> "ShardSummary":
@@ -144,8 +145,10 @@ def run_shard(spec: ShardSpec, progress: ProgressFn | None = None) -> ShardSumma
         response_tokens=sum(r.response_tokens for _, r in results),
         errors=sum(r.stop_reason == "error" for _, r in results), wall_s=wall,
         episode_s=float(sum(r.total_s for _, r in results)), stop_reasons=reasons)
+    t_commit = time.perf_counter()
     store.commit_shard(spec.key, episode_tables(results, ctx), extra={"summary": {
         "episodes": summary.episodes, "successes": summary.successes, "reward_sum": summary.reward_sum,
         "response_tokens": summary.response_tokens, "errors": summary.errors, "stop_reasons": reasons,
         "wall_s": wall, "checkpoint": spec.checkpoint_id}})
+    summary.commit_s = time.perf_counter() - t_commit
     return summary
