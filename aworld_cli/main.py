@@ -199,5 +199,22 @@ def evaluate(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt,
         _fail(exc)
 
 
+def _register_plugins() -> None:
+    """Command groups that live in their own modules (GAIA evaluation, analysis, export)."""
+    import importlib
+
+    for module in ("aworld_cli.gaia", "aworld_cli.analysis", "aworld_cli.export"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:
+                continue
+            raise
+        mod.register(app)
+
+
+_register_plugins()
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())
