@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +96,19 @@ EVALUATIONS = pa.schema([
 
 TABLES: dict[str, pa.Schema] = {"episodes": EPISODES, "turns": TURNS, "tool_calls": TOOL_CALLS,
                                 "evaluations": EVALUATIONS}
+
+# Reader shims for data written under an older *major* schema version: (table, major) -> a function
+# turning such a table into the current schema (rename, retype, derive). Minor versions need none: a
+# column added in a minor version reads as null from older files. Empty while only 1.x exists.
+READER_SHIMS: dict[tuple[str, int], Callable[[pa.Table], pa.Table]] = {}
+
+
+def schema_major(version: str) -> int:
+    """``"1.3"`` -> 1."""
+    try:
+        return int(str(version).split(".", 1)[0])
+    except ValueError as exc:
+        raise ValueError(f"malformed schema_version {version!r}; expected MAJOR.MINOR") from exc
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ class StorageLocation:
 
 def s3_filesystem(endpoint_url: str | None, region: str) -> pafs.S3FileSystem:
     """pyarrow's S3 filesystem; ``endpoint_url`` like ``http://127.0.0.1:8333`` for an S3-compatible server."""
-    kwargs: dict[str, object] = {"region": region}
+    kwargs: dict[str, object] = {"region": region, "connect_timeout": 5.0}
     key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
     if key and secret:
         kwargs.update(access_key=key, secret_key=secret)
