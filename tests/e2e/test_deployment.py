@@ -2,14 +2,12 @@
 `bash deployments/deploy.sh`, then `prefect deployment run 'aworld-recipe/local' --param iterations=1`."""
 
 import json
-import os
-import signal
 import subprocess
 
 import pyarrow.parquet as pq
 import pytest
 
-from testkit import REPO, free_port
+from testkit import REPO, free_port, stop_process_group
 
 pytestmark = pytest.mark.slow
 PREFECT = str(REPO / ".venv/bin/prefect")
@@ -21,9 +19,10 @@ def test_recipe_deployment_runs_to_completed(prefect_server, base_model_dir, tmp
     deploy = subprocess.run(["bash", "deployments/deploy.sh"], cwd=REPO, env=env, capture_output=True,
                             text=True, timeout=180)
     assert deploy.returncode == 0, deploy.stdout[-2000:] + deploy.stderr[-2000:]
-    listed = subprocess.run([PREFECT, "deployment", "ls"], env=env, capture_output=True, text=True, timeout=60)
     for name in ("aworld-recipe/local", "aworld-recipe/nightly", "aworld-rollout/local", "aworld-evaluate/local"):
-        assert name.split("/")[0] in listed.stdout and "local" in listed.stdout, listed.stdout
+        found = subprocess.run([PREFECT, "deployment", "inspect", name], env=env, capture_output=True, text=True,
+                               timeout=60)
+        assert found.returncode == 0, f"{name} not deployed: {found.stdout[-500:]}{found.stderr[-500:]}"
 
     worker_log = open(tmp_path / "worker.log", "wb")
     worker = subprocess.Popen(["bash", "deployments/worker.sh"], cwd=REPO, env=env, stdout=worker_log,
@@ -39,8 +38,7 @@ def test_recipe_deployment_runs_to_completed(prefect_server, base_model_dir, tmp
         out = run.stdout + run.stderr
         assert run.returncode == 0 and "Completed" in out, out[-3000:] + (tmp_path / "worker.log").read_text()[-3000:]
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
+        stop_process_group(worker)
     files = sorted((tmp_path / "runs" / "deployed" / "episodes").rglob("*.parquet"))
     rows = sum(pq.read_metadata(f).num_rows for f in files)
     assert rows == 4 * 2 + 4 * 2, "rollout (4 prompts x 2) + held-out evals of iterations 0 and 1"
