@@ -47,8 +47,9 @@ def uniform_groups(rewards: torch.Tensor, groups: list[str]) -> torch.Tensor:
 def actor_config(clip_ratio: float, loss_agg_mode: str, rollout_n: int) -> Any:
     from verl.workers.config import ActorConfig
 
-    return ActorConfig(strategy="fsdp", rollout_n=rollout_n, clip_ratio=clip_ratio,
-                       loss_agg_mode=loss_agg_mode, ppo_micro_batch_size_per_gpu=1)
+    # verl's PPO-clip reads clip_ratio_low/high (default 0.2), not clip_ratio: set both explicitly.
+    return ActorConfig(strategy="fsdp", rollout_n=rollout_n, clip_ratio=clip_ratio, clip_ratio_low=clip_ratio,
+                       clip_ratio_high=clip_ratio, loss_agg_mode=loss_agg_mode, ppo_micro_batch_size_per_gpu=1)
 
 
 def policy_loss(name: str, old_logprobs: torch.Tensor, logprobs: torch.Tensor, advantages: torch.Tensor,

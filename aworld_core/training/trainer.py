@@ -55,6 +55,8 @@ def register_trainer(name: str) -> Callable[[Backend], Backend]:
 
 
 def get_trainer(name: str) -> Backend:
+    if name not in _BACKENDS and name.startswith("verl"):
+        import aworld_core.training.verl_engine  # noqa: F401  (registers "verl-fsdp"; imports verl lazily)
     try:
         return _BACKENDS[name]
     except KeyError:

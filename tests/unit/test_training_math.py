@@ -90,3 +90,13 @@ def test_samples_from_table_drops_errored_and_empty():
     ]
     samples = samples_from_table(pa.Table.from_pylist(rows))
     assert [s.episode_id for s in samples] == ["a"] and samples[0].group == "0/t"
+
+
+def test_clip_ratio_from_config_reaches_verl():
+    """verl reads clip_ratio_low/high; a config clip of 0.1 must clip at 0.9/1.1, not verl's default 0.2."""
+    cfg = algos.actor_config(0.1, "token-mean", 2)
+    mask = torch.ones(1, 1)
+    old = torch.zeros(1, 1)
+    new = torch.full((1, 1), 0.15)  # ratio e^0.15 = 1.16: clipped at 1.1, not at 1.2
+    _, metrics = algos.policy_loss("vanilla", old, new, torch.ones(1, 1), mask, "token-mean", cfg)
+    assert metrics["actor/pg_clipfrac"] == 1.0
