@@ -49,13 +49,37 @@ def _load(config: Optional[str], overrides: Optional[list[str]], **direct: Any) 
         raise  # unreachable
 
 
-def _setup_logging(quiet: bool) -> None:
+def _setup_logging(quiet: bool, log_json: bool = False) -> None:
     # distributed re-applies its own logging config when first imported: set it through dask config.
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    level = logging.WARNING if quiet else logging.INFO
+    if log_json:
+        from aworld_cli.progress_view import JsonFormatter, json_progress_logger
+        from aworld_core.progress import HUB
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=level, handlers=[handler], force=True)
+        HUB.subscribe(json_progress_logger)
+    else:
+        from rich.logging import RichHandler
+
+        logging.basicConfig(level=level, format="%(name)s: %(message)s", datefmt="[%X]",
+                            handlers=[RichHandler(console=console, show_path=False)])
     for noisy in ("httpx", "distributed", "prefect.events", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _progress(off: bool):
+    """Live progress bars on the terminal, unless quiet or JSON logging."""
+    import contextlib
+
+    if off:
+        return contextlib.nullcontext()
+    from aworld_cli.progress_view import LiveProgress
+
+    return LiveProgress(console)
 
 
 def print_recipe_result(result: dict[str, Any]) -> None:
@@ -75,18 +99,20 @@ def recipe_run(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt,
                iterations: Optional[int] = typer.Option(None, help="override config.iterations"),
                run_id: Optional[str] = typer.Option(None, help="name the run (default: timestamp)"),
                json_out: bool = typer.Option(False, "--json", help="print the result as JSON"),
-               quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+               quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars, warnings only"),
+               log_json: bool = typer.Option(False, "--log-json", help="JSON log lines (CI), no bars")) -> None:
     """Run the whole iterated recipe.
 
     Example: aworld recipe run --iterations 2 --set rollout.prompts_per_iteration=32
     """
-    _setup_logging(quiet)
+    _setup_logging(quiet, log_json)
     cfg = _load(config, set_, iterations=iterations, run_id=run_id)
     from flows.recipe import aworld_recipe
 
     try:
-        result = aworld_recipe(config_path=config, overrides=list(set_ or []), iterations=cfg.iterations,
-                               run_id=cfg.with_run_id().run_id)
+        with _progress(quiet or log_json):
+            result = aworld_recipe(config_path=config, overrides=list(set_ or []), iterations=cfg.iterations,
+                                   run_id=cfg.with_run_id().run_id)
     except AWorldError as exc:
         _fail(exc)
     if json_out:

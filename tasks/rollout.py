@@ -12,6 +12,7 @@ import threading
 from distributed import Client
 from prefect import get_run_logger, task
 
+from aworld_core.progress import relay_from_dask
 from aworld_core.rollout.shard import ShardSpec, ShardSummary, run_shard
 
 _CLIENTS: dict[str, Client] = {}
@@ -24,6 +25,7 @@ def dask_client(address: str) -> Client:
         client = _CLIENTS.get(address)
         if client is None or client.status not in ("running", "connecting"):
             client = Client(address, set_as_default=False, timeout="30s")
+            relay_from_dask(client)  # shards' progress events reach this process's HUB (CLI display)
             _CLIENTS[address] = client
         return client
 

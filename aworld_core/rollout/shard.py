@@ -22,6 +22,7 @@ from typing import Any, Callable
 from aworld_core.agent.loop import ChatTokens, EpisodeResult, LoopLimits, load_tokenizer, run_episode
 from aworld_core.envs.base import build_env
 from aworld_core.inference.client import PolicyClient
+from aworld_core.progress import ThrottledReporter
 from aworld_core.storage.schema import EpisodeContext, episode_tables
 from aworld_core.storage.store import RunStore, ShardKey
 from aworld_core.storage.uri import StorageLocation
@@ -132,6 +133,8 @@ def run_shard(spec: ShardSpec, progress: ProgressFn | None = None) -> ShardSumma
         log.info("shard %s already committed; skipping", spec.key)
         return ShardSummary.from_manifest(existing)
     t0 = time.perf_counter()
+    if progress is None:
+        progress = ThrottledReporter(spec.run_id, spec.iteration, spec.phase, spec.shard, len(spec.work_items()))
     results = asyncio.run(run_shard_async(spec, progress))
     wall = time.perf_counter() - t0
     ctx = EpisodeContext(spec.run_id, spec.iteration, spec.phase, spec.shard, spec.env_name,
