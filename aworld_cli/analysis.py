@@ -7,10 +7,12 @@ Examples::
     aworld report smoke1                      # every canned report
     aworld report smoke1 --canned latency --canned tokens
     aworld report myrun --uri s3://bucket/runs --s3-endpoint http://127.0.0.1:8333
+    aworld report smoke1 --html smoke1.html   # one self-contained HTML file: charts + every table
 
 Where runs live: ``--uri`` (default ``$AWORLD_STORAGE_URI`` or ``runs``), or the ``storage`` section of
 ``--config``. S3 keys come only from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
-Exit codes: 0 ok, 2 bad input (unknown run, bad SQL, unknown report), 3 storage failure.
+Exit codes: 0 ok, 2 bad input (unknown run, bad SQL, unknown report, nothing committed to report on
+with --html), 3 storage failure.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import math
 import os
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional
 
 import pyarrow as pa
@@ -136,11 +139,18 @@ def report_cmd(run: str = typer.Argument(..., help="run id"),
                canned: Optional[list[str]] = typer.Option(
                    None, "--canned", help="report name (repeatable) or 'all' [default: all]"),
                uri: Optional[str] = UriOpt, s3_endpoint: Optional[str] = EndpointOpt,
-               config: Optional[str] = ConfigOpt, fmt: OutputFormat = FormatOpt, limit: int = LimitOpt) -> None:
+               config: Optional[str] = ConfigOpt, fmt: OutputFormat = FormatOpt, limit: int = LimitOpt,
+               html: Optional[Path] = typer.Option(
+                   None, "--html", help="write one self-contained HTML file (charts + every canned report as a "
+                                        "table + config) to this local path instead of printing tables"),
+               ) -> None:
     """Print canned reports for RUN: success, evaluations, reward_distribution, tool_usage, latency,
-    tokens, stop_reasons."""
+    tokens, stop_reasons. With --html OUT.html: write them, with charts, as one HTML file."""
     from aworld_core.analysis import resolve_names, run_reports
 
+    if html is not None:
+        _write_html(run, uri, s3_endpoint, config, html)
+        return
     try:
         names = resolve_names(None if not canned or "all" in canned else canned)
         results = run_reports(_location(uri, s3_endpoint, config), run, names)
@@ -155,6 +165,20 @@ def report_cmd(run: str = typer.Argument(..., help="run id"),
         if fmt is OutputFormat.csv:
             console.file.write(f"# {r.name}\n")
         print_table(r.table, f"{r.name} ({run}, {r.seconds:.2f} s)", fmt, limit, console)
+
+
+def _write_html(run: str, uri: Optional[str], endpoint: Optional[str], config: Optional[str], out: Path) -> None:
+    from aworld_core.analysis.html_report import write_html_report
+
+    try:
+        path = write_html_report(_location(uri, endpoint, config), run, out)
+    except AWorldError as exc:
+        _fail(exc)
+        return
+    except OSError as exc:  # the output file (a local path) could not be written
+        _fail(ConfigError(f"cannot write {out}: {exc}"))
+        return
+    Console(soft_wrap=True).print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} KB)", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

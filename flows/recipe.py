@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger
 
 from aworld_core import recipe
 from flows.common import config_from_params, dask_cluster, run_phase, served, stop_all_servers
+from tasks.artifacts import publish_iteration_artifacts
 from tasks.evaluate import summarize
 from tasks.train import prepare_model, train
 
@@ -39,6 +40,7 @@ def aworld_recipe(config_path: str | None = "configs/local.yaml", overrides: lis
                     shards = run_phase(recipe.shard_specs(cfg, i, recipe.EVAL_PHASE, endpoints, tokenizer_dir),
                                        dask_address)
                     evals.append(summarize(cfg, i, shards))
+                    publish_iteration_artifacts(cfg, i, evals)  # table + chart in the Prefect UI
                     if i == cfg.iterations:
                         break
                     run_phase(recipe.shard_specs(cfg, i, recipe.ROLLOUT_PHASE, endpoints, tokenizer_dir),
