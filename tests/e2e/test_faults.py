@@ -53,7 +53,8 @@ def test_dask_worker_killed_mid_shard(vllm_server, warm_model_dir, tmp_path):
             time.sleep(0.2)
         assert victim, "no shard started"
         time.sleep(1.0)  # mid-shard: episodes are in flight, nothing committed yet
-        client.run(lambda: os.kill(os.getpid(), signal.SIGKILL), workers=[victim], wait=False)
+        pid = client.run(os.getpid, workers=[victim])[victim]
+        os.kill(pid, signal.SIGKILL)  # the worker process dies; its nanny restarts it, Dask reschedules
         summaries = client.gather(futures)
     counts, rows = _episode_counts(loc, "killworker")
     assert len(counts) == 16 * 2, "every (task, sample) episode is stored"
