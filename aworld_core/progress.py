@@ -69,11 +69,19 @@ def emit(event: ProgressEvent) -> None:
         HUB.publish(event)
 
 
+_FIELDS = frozenset(ProgressEvent.__dataclass_fields__)
+
+
+def event_from_dict(d: dict) -> ProgressEvent:
+    """Rebuild an event from Dask's event log, which adds its own keys (e.g. ``worker``)."""
+    return ProgressEvent(**{k: v for k, v in d.items() if k in _FIELDS})
+
+
 def relay_from_dask(client) -> None:  # client: distributed.Client
     """Republish a Dask client's progress events into this process's hub (idempotent per client)."""
     if getattr(client, "_aworld_progress_relay", False):
         return
-    client.subscribe_topic(TOPIC, lambda msg: HUB.publish(ProgressEvent(**msg[1])))
+    client.subscribe_topic(TOPIC, lambda msg: HUB.publish(event_from_dict(msg[1])))
     client._aworld_progress_relay = True
 
 

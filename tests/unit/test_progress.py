@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from rich.console import Console
 
 from aworld_cli.progress_view import LiveProgress
-from aworld_core.progress import HUB, ProgressEvent, ThrottledReporter, emit, relay_from_dask
+from aworld_core.progress import HUB, ProgressEvent, ThrottledReporter, emit, event_from_dict, relay_from_dask
 
 
 def test_throttled_reporter_emits_sparingly_and_always_at_the_end():
@@ -50,3 +50,8 @@ def test_live_view_aggregates_shards():
     task = view.progress.tasks[0]
     assert (task.completed, task.total) == (18, 64)
     assert "success  38.9%" in task.fields["stats"]
+
+
+def test_event_from_dask_log_ignores_keys_dask_adds():
+    d = {**ProgressEvent("r", 0, "rollout", 1, 2, 3, 1, 9, 0.5).__dict__, "worker": "tcp://127.0.0.1:1"}
+    assert event_from_dict(d) == ProgressEvent("r", 0, "rollout", 1, 2, 3, 1, 9, 0.5)
