@@ -131,7 +131,10 @@ def main() -> None:
                            checkpoint=str(model), run_id=run_id)
             wall = time.perf_counter() - t0
             store = RunStore(loc, run_id)
-            in_shards = max(m["summary"]["wall_s"] for m in store.manifests(0, "rollout"))
+            manifests = store.manifests(0, "rollout")
+            # time inside shards: from the first shard's start to the last shard's commit (episodes +
+            # Parquet writes); the rest of the flow's wall time is Prefect + Dask.
+            in_shards = max(m["committed_at"] for m in manifests) - min(m["summary"]["started_at"] for m in manifests)
             return {"run_id": run_id, "workers": workers, "shards": shards, "concurrency": concurrency,
                     "wall_s": wall, "in_shards_s": in_shards, **episode_stats(store, "rollout")}
 
@@ -143,10 +146,14 @@ def main() -> None:
             client.run(load_tokenizer, str(model))
             return cluster, client
 
-        # warm Prefect's API (ephemeral server start is a once-per-process cost, not per run)
+        from tasks.rollout import close_clients
+
+        # Steady state, as on a long-lived cluster: Prefect's API is up (its start is a once-per-process
+        # cost) and vLLM has already seen full-size batches (its first 256-sequence batch is slow).
         cluster, client = with_cluster(args.workers)
-        flow_run("warmup", args.workers, 1, 8, cluster.scheduler_address)
+        flow_run("warmup", args.workers, args.shards, args.concurrency, cluster.scheduler_address)
         main_run = flow_run("flow", args.workers, args.shards, args.concurrency, cluster.scheduler_address)
+        close_clients()
         client.close()
         cluster.close()
         wall_b = main_run["wall_s"]
@@ -158,6 +165,7 @@ def main() -> None:
                 for conc in (4, 16, 64):
                     r = flow_run(f"scale-w{workers}-c{conc}", workers, 4, conc, cluster.scheduler_address)
                     scaling.append(r)
+                close_clients()
                 client.close()
                 cluster.close()
     finally:

@@ -132,7 +132,7 @@ def run_shard(spec: ShardSpec, progress: ProgressFn | None = None) -> ShardSumma
     if existing is not None:
         log.info("shard %s already committed; skipping", spec.key)
         return ShardSummary.from_manifest(existing)
-    t0 = time.perf_counter()
+    t0, started_at = time.perf_counter(), time.time()
     if progress is None:
         progress = ThrottledReporter(spec.run_id, spec.iteration, spec.phase, spec.shard, len(spec.work_items()))
     results = asyncio.run(run_shard_async(spec, progress))
@@ -152,6 +152,6 @@ def run_shard(spec: ShardSpec, progress: ProgressFn | None = None) -> ShardSumma
     store.commit_shard(spec.key, episode_tables(results, ctx), extra={"summary": {
         "episodes": summary.episodes, "successes": summary.successes, "reward_sum": summary.reward_sum,
         "response_tokens": summary.response_tokens, "errors": summary.errors, "stop_reasons": reasons,
-        "wall_s": wall, "checkpoint": spec.checkpoint_id}})
+        "wall_s": wall, "started_at": started_at, "checkpoint": spec.checkpoint_id}})
     summary.commit_s = time.perf_counter() - t_commit
     return summary
