@@ -146,14 +146,11 @@ def main() -> None:
             client.run(load_tokenizer, str(model))
             return cluster, client
 
-        from tasks.rollout import close_clients
-
         # Steady state, as on a long-lived cluster: Prefect's API is up (its start is a once-per-process
         # cost) and vLLM has already seen full-size batches (its first 256-sequence batch is slow).
         cluster, client = with_cluster(args.workers)
         flow_run("warmup", args.workers, args.shards, args.concurrency, cluster.scheduler_address)
         main_run = flow_run("flow", args.workers, args.shards, args.concurrency, cluster.scheduler_address)
-        close_clients()
         client.close()
         cluster.close()
         wall_b = main_run["wall_s"]
@@ -165,7 +162,6 @@ def main() -> None:
                 for conc in (4, 16, 64):
                     r = flow_run(f"scale-w{workers}-c{conc}", workers, 4, conc, cluster.scheduler_address)
                     scaling.append(r)
-                close_clients()
                 client.close()
                 cluster.close()
     finally:
