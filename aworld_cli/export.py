@@ -27,20 +27,7 @@ export_app = typer.Typer(help="Export a run's trajectories to other frameworks' 
                          no_args_is_help=True)
 
 
-def _location(uri: Optional[str], endpoint: Optional[str], config: Optional[str]) -> StorageLocation:
-    region = "us-east-1"
-    if config is not None:
-        from aworld_core.config import load_config
-
-        cfg = load_config(config, [])
-        uri = uri or cfg.storage.uri
-        endpoint = endpoint or cfg.storage.s3_endpoint_url
-        region = cfg.storage.s3_region
-    uri = uri or os.environ.get("AWORLD_STORAGE_URI") or "runs"
-    endpoint = endpoint or os.environ.get("AWORLD_S3_ENDPOINT_URL") or None
-    if endpoint and not uri.startswith("s3://"):
-        raise ConfigError(f"--s3-endpoint given but --uri {uri!r} is not an s3:// URI")
-    return StorageLocation(uri, s3_endpoint_url=endpoint, s3_region=region)
+from aworld_cli.analysis import _location  # noqa: E402  (one resolver of --uri/--s3-endpoint/--config)
 
 
 @export_app.command("verl")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
@@ -12,10 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from aworld_core.inference.server import find_free_port as free_port  # noqa: E402,F401
 
 
 def stop_process_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
