@@ -13,7 +13,6 @@ docs/verl.md. Exit codes: 0 ok, 2 bad input (unknown run or iteration), 3 storag
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
