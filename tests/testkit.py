@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -12,18 +9,20 @@ VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 
 
 from aworld_core.inference.server import find_free_port as free_port  # noqa: E402,F401
+from aworld_core.inference.server import stop_process_group  # noqa: E402,F401
 
 
-def stop_process_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
-    """SIGTERM the process group, then SIGKILL it if it has not exited within ``grace_s``.
+def load_scripted_policy():
+    """The scripted OpenAI-compatible policy + web servers (tests/integration/scripted_policy.py)."""
+    import importlib.util
+    import sys
 
-    A Prefect worker forwards SIGTERM to its children and can take longer than that to exit.
-    """
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
+    path = REPO / "tests" / "integration" / "scripted_policy.py"
+    spec = importlib.util.spec_from_file_location("scripted_policy", path)
+    assert spec is not None and spec.loader is not None
+    if spec.name in sys.modules:
+        return sys.modules[spec.name]
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -34,6 +34,24 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def stop_process_group(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
+    """SIGTERM a process group, then SIGKILL it if it has not exited within ``grace_s``.
+
+    Servers fork children (vLLM's engine core and workers; a Prefect worker's flow runs): stopping
+    only the parent would leave them behind.
+    """
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
 def find_free_port(host: str = "127.0.0.1") -> int:
     """A port the OS says is free right now (for servers started by tests and benchmarks)."""
     with socket.socket() as s:
@@ -118,14 +136,7 @@ class VLLMServer:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-        except ProcessLookupError:
-            pass
+        stop_process_group(proc, grace_s)
         log.info("vLLM on port %d stopped", self.port)
 
     @property

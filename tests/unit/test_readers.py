@@ -19,15 +19,11 @@ from aworld_core.tools.readers import ReadFileTool, Transcriber, html_to_text, t
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 VALIDATION = FIXTURES / "gaia_mini" / "2023" / "validation"
 
+from testkit import load_scripted_policy
+
 
 def _servers() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "integration" / "scripted_policy.py"
-    spec = importlib.util.spec_from_file_location("scripted_policy", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
+    return load_scripted_policy()
 
 
 def _attachment(ext: str) -> Path:

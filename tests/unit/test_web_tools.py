@@ -17,15 +17,11 @@ from aworld_core.tools.base import Tool, ToolError, build_tool
 from aworld_core.tools.cache import CachedTool, CacheMiss, ToolCache, cache_key
 from aworld_core.tools.web import FetchPageTool, TransientToolError, WebSearchTool, provider_from_env
 
+from testkit import load_scripted_policy
+
 
 def _servers() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "integration" / "scripted_policy.py"
-    spec = importlib.util.spec_from_file_location("scripted_policy", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
+    return load_scripted_policy()
 
 
 @pytest.fixture(scope="module")
