@@ -9,7 +9,7 @@ VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 
 
 from aworld_core.inference.server import find_free_port as free_port  # noqa: E402,F401
-from aworld_core.inference.server import stop_process_group  # noqa: E402,F401
+from aworld_core.processes import stop_process_group  # noqa: E402,F401
 
 
 def load_scripted_policy():

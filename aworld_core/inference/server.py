@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -20,6 +19,7 @@ import httpx
 
 from aworld_core.errors import ConfigError, VLLMNotReady
 from aworld_core.model.tiny import check_model_dir
+from aworld_core.processes import stop_process_group
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +32,6 @@ def port_is_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def stop_process_group(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
-    """SIGTERM a process group, then SIGKILL it if it has not exited within ``grace_s``.
-
-    Servers fork children (vLLM's engine core and workers; a Prefect worker's flow runs): stopping
-    only the parent would leave them behind.
-    """
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
 
 
 def find_free_port(host: str = "127.0.0.1") -> int:

@@ -27,7 +27,6 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from types import TracebackType
 from typing import Any
 
 from aworld_core.errors import StorageError
+from aworld_core.processes import stop_process_group
 
 log = logging.getLogger(__name__)
 
@@ -189,15 +189,8 @@ class SeaweedS3:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-            except ProcessLookupError:
-                pass
+        if proc is not None:
+            stop_process_group(proc, grace_s=10)
         for port in self.ports.values():
             for q in (port, port + _GRPC_OFFSET):
                 for sock in glob.glob(f"/tmp/seaweedfs-*-{q}.sock"):
