@@ -124,22 +124,30 @@ def recipe_run(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt,
 @recipe_app.command("resume")
 def recipe_resume(run_id: str, config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt,
                   quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
-    """Continue RUN_ID from its last committed stage (nothing committed is redone or duplicated)."""
+    """Continue RUN_ID from its last committed stage (nothing committed is redone or duplicated).
+
+    Example: aworld recipe resume 20261125-101500-ab12cd --set storage.uri=s3://bucket/runs
+    """
     _setup_logging(quiet)
+    overrides = _run_overrides(run_id, config, set_)
+    from flows.recipe import aworld_recipe
+
+    try:
+        result = aworld_recipe(config_path=None, overrides=overrides, run_id=run_id)
+    except AWorldError as exc:
+        _fail(exc)
+    print_recipe_result(result)
+
+
+def _run_overrides(run_id: str, config: Optional[str], set_: Optional[list[str]]) -> list[str]:
+    """The config RUN_ID was started with (stored with the run) as overrides, plus the user's --set."""
     cfg = _load(config, set_, run_id=run_id)
     from aworld_core.recipe import run_store
 
     saved = run_store(cfg).read_json("config.json")
     if saved is None:
         _fail(ConfigError(f"no run {run_id!r} under {run_store(cfg).display()}; check storage.uri and the id"))
-    from flows.recipe import aworld_recipe
-
-    overrides = [f"{k}={json.dumps(v)}" for k, v in _flatten(saved).items()]
-    try:
-        result = aworld_recipe(config_path=None, overrides=overrides, run_id=run_id)
-    except AWorldError as exc:
-        _fail(exc)
-    print_recipe_result(result)
+    return [f"{k}={json.dumps(v)}" for k, v in _flatten(saved).items()] + list(set_ or [])
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -223,6 +231,95 @@ def evaluate(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt,
         out.print_json(json.dumps(aworld_evaluate(config, list(set_ or []), checkpoint, 0, run_id)))
     except AWorldError as exc:
         _fail(exc)
+
+
+@app.command("serve")
+def serve(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt,
+          checkpoint: Optional[str] = typer.Option(None, help="HF model dir to serve (default: model.path)"),
+          port: Optional[int] = typer.Option(None, help="first port (default: serve.port)"),
+          host: Optional[str] = typer.Option(None, help="bind address (default: serve.host, loopback)"),
+          replicas: Optional[int] = typer.Option(None, help="servers to start (default: serve.replicas)"),
+          log_dir: Path = typer.Option(Path(".aworld/logs"), help="where the vLLM logs go")) -> None:
+    """Serve a checkpoint with vLLM (OpenAI-compatible) until Ctrl-C.
+
+    Prints the endpoint URLs when every replica answers /health, and the --set line that points a
+    recipe at them. Examples:
+
+      aworld serve --checkpoint runs/myrun/checkpoints/iter-2 --port 8000
+
+      aworld serve --replicas 4 --set 'serve.gpu_ids=["0","1","2","3"]' --set serve.python=/opt/vllm/bin/python
+    """
+    _setup_logging(False)
+    cfg = _load(config, set_, **{"serve.port": port, "serve.host": host, "serve.replicas": replicas})
+    import signal
+    import threading
+
+    from aworld_core.inference.fleet import ServerFleet
+    from aworld_core.recipe import ensure_base_model
+
+    try:
+        model_dir = Path(checkpoint).resolve() if checkpoint else ensure_base_model(cfg)
+        fleet = ServerFleet(cfg.serve, model_dir, served_name=cfg.model.served_name,
+                            python=cfg.resolve(cfg.serve.python), log_dir=log_dir.resolve())
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        with fleet:
+            out.print(f"serving {model_dir} as {cfg.model.served_name!r} at: {' '.join(fleet.urls)}")
+            endpoints = ",".join(fleet.urls)
+            out.print(f"use it: --set serve.mode=external --set 'serve.endpoints=[{endpoints}]'", soft_wrap=True)
+            out.print("ready; Ctrl-C stops", soft_wrap=True)
+            while not stop.wait(1.0):
+                dead = [s.url for s in fleet.servers if s.pid is None or not _alive(s)]
+                if dead:
+                    raise AWorldError(f"vLLM at {', '.join(dead)} exited; see its log in {log_dir}")
+    except AWorldError as exc:
+        _fail(exc)
+    out.print("stopped")
+
+
+def _alive(server: Any) -> bool:
+    proc = getattr(server, "_proc", None)
+    return proc is not None and proc.poll() is None
+
+
+@app.command("train")
+def train(run_id: str = typer.Argument(..., help="run whose stored rollouts to train on"),
+          iteration: int = typer.Option(..., "--iteration", "-i", help="train on this iteration's rollouts"),
+          config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt,
+          init: Optional[str] = typer.Option(None, help="start from this HF dir (default: the run's iter-I)"),
+          output: Optional[str] = typer.Option(None, "--output", "-o",
+                                               help="write the checkpoint here (default: the run's iter-I+1)"),
+          force: bool = typer.Option(False, help="overwrite an existing output checkpoint")) -> None:
+    """One RL update from a run's committed rollouts of ITERATION, with the run's stored config.
+
+    --set train.* changes the algorithm for this update only. Examples:
+
+      aworld train myrun -i 0 --output /tmp/iter1-lr1e-4 --set train.lr=1e-4
+
+      aworld train myrun -i 1 --set train.backend=verl-fsdp
+    """
+    _setup_logging(False)
+    overrides = _run_overrides(run_id, config, set_)
+    cfg = _load(None, overrides, run_id=run_id)
+    from aworld_core import recipe
+    from aworld_core.training.trainer import get_trainer
+
+    src = Path(init) if init else recipe.checkpoint_dir(cfg, iteration)
+    dst = Path(output) if output else recipe.checkpoint_dir(cfg, iteration + 1)
+    if not (src / "config.json").exists():
+        _fail(ConfigError(f"no checkpoint at {src}; pass --init DIR or train the iterations before {iteration}"))
+    if (dst / "config.json").exists() and not force:
+        _fail(ConfigError(f"{dst} already holds a checkpoint; pass --force to overwrite or --output DIR"))
+    try:
+        episodes = recipe.run_store(cfg).read("episodes", iteration=iteration, phase=recipe.ROLLOUT_PHASE)
+        if episodes.num_rows == 0:
+            raise ConfigError(f"run {run_id!r} has no committed rollouts for iteration {iteration}; "
+                              f"see `aworld recipe status {run_id}`")
+        report = get_trainer(cfg.train.backend)(src, dst, episodes, cfg.train, cfg.rollout.samples_per_prompt)
+    except AWorldError as exc:
+        _fail(exc)
+    out.print_json(json.dumps(report.to_dict(), default=str))
 
 
 def _register_plugins() -> None:

@@ -59,7 +59,10 @@ class ServeConfig(_Section):
     mode: Literal["local", "external"] = "local"
     endpoints: list[str] = Field(default_factory=list)
     host: str = "127.0.0.1"
-    port: int = Field(8011, ge=1024, le=65535)
+    port: int = Field(8011, ge=1024, le=65535, description="first replica's port; replica k uses port + k")
+    replicas: int = Field(1, ge=1, description="vLLM servers per checkpoint (one per GPU on a node)")
+    gpu_ids: list[str] = Field(default_factory=list,
+                               description="CUDA_VISIBLE_DEVICES per replica, e.g. ['0', '1'] or ['0,1', '2,3']")
     python: Path = Field(Path(".venv-vllm/bin/python"), description="interpreter that has vLLM installed")
     kv_cache_gib: int = Field(1, ge=1)
     max_model_len: int = Field(1024, ge=128)
@@ -138,6 +141,14 @@ class WarmStartConfig(_Section):
     lr: float = Field(1e-3, gt=0)
 
 
+class VerlEngineConfig(_Section):
+    """Launch settings of the ``verl-fsdp`` backend (verl's FSDP2 engine under torchrun)."""
+
+    nproc: int | None = Field(None, ge=1, description="ranks per update; default: visible GPUs, 1 on CPU")
+    max_tokens_per_gpu: int = Field(8192, ge=256, description="verl dynamic micro-batching token budget")
+    timeout_s: float = Field(3600.0, gt=0, description="a torchrun update that runs longer is killed")
+
+
 class TrainConfig(_Section):
     """The RL update. Defaults are the ones measured to learn on the tiny model (FIELD_NOTES)."""
 
@@ -154,6 +165,7 @@ class TrainConfig(_Section):
     skip_uniform_groups: bool = True
     seed: int = 0
     warm_start: WarmStartConfig = WarmStartConfig()
+    verl: VerlEngineConfig = VerlEngineConfig()
 
 
 class EvalConfig(_Section):

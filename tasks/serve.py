@@ -1,7 +1,7 @@
-"""Prefect tasks that start and stop the vLLM server for a checkpoint.
+"""Prefect tasks that start and stop the vLLM server(s) for a checkpoint.
 
-The server is a subprocess of the flow's process; its handle stays here, keyed by port, so the flow
-can stop it in a ``finally`` even when a later task fails.
+The servers are subprocesses of the flow's process; their handle stays here, keyed by first port, so
+the flow can stop them in a ``finally`` even when a later task fails.
 """
 
 from __future__ import annotations
@@ -11,33 +11,31 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from aworld_core.config import RecipeConfig
-from aworld_core.inference.server import VLLMServer
+from aworld_core.inference.fleet import ServerFleet
 
-_SERVERS: dict[int, VLLMServer] = {}
+_FLEETS: dict[int, ServerFleet] = {}
 
 
 @task(name="serve-checkpoint", task_run_name="serve-iter-{iteration}")
 def start_server(cfg: RecipeConfig, model_dir: str, iteration: int, log_dir: str) -> list[str]:
-    """Start vLLM on ``model_dir`` and return the endpoint list the rollout uses."""
-    s = cfg.serve
-    server = VLLMServer(Path(model_dir), python=cfg.resolve(s.python), served_name=cfg.model.served_name,
-                        host=s.host, port=s.port, kv_cache_gib=s.kv_cache_gib, max_model_len=s.max_model_len,
-                        startup_timeout_s=s.startup_timeout_s, extra_args=s.extra_args,
-                        log_path=Path(log_dir) / f"vllm-iter-{iteration}.log")
-    server.start()
-    _SERVERS[s.port] = server
-    get_run_logger().info("serving %s at %s", model_dir, server.url)
-    return [server.url]
+    """Start ``serve.replicas`` vLLM servers on ``model_dir``; return the endpoints the rollout uses."""
+    fleet = ServerFleet(cfg.serve, Path(model_dir), served_name=cfg.model.served_name,
+                        python=cfg.resolve(cfg.serve.python), log_dir=Path(log_dir),
+                        log_prefix=f"vllm-iter-{iteration}")
+    fleet.start()
+    _FLEETS[cfg.serve.port] = fleet
+    get_run_logger().info("serving %s at %s", model_dir, ", ".join(fleet.urls))
+    return fleet.urls
 
 
 @task(name="stop-server", task_run_name="stop-server-{port}")
 def stop_server(port: int) -> None:
-    server = _SERVERS.pop(port, None)
-    if server is not None:
-        server.stop()
+    fleet = _FLEETS.pop(port, None)
+    if fleet is not None:
+        fleet.stop()
 
 
 def stop_all_servers() -> None:
     """Last-resort cleanup (flow crash, Ctrl-C): never leave a vLLM server behind."""
-    for port in list(_SERVERS):
-        _SERVERS.pop(port).stop()
+    for port in list(_FLEETS):
+        _FLEETS.pop(port).stop()

@@ -47,7 +47,8 @@ class VLLMServer:
     def __init__(self, model_dir: Path, *, python: Path, served_name: str = "policy",
                  host: str = "127.0.0.1", port: int = 8011, kv_cache_gib: int = 1,
                  max_model_len: int = 1024, startup_timeout_s: float = 300.0,
-                 log_path: Path | None = None, extra_args: list[str] | None = None) -> None:
+                 log_path: Path | None = None, extra_args: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.model_dir = check_model_dir(Path(model_dir))
         self.python = Path(python)
         if not self.python.exists():
@@ -58,6 +59,7 @@ class VLLMServer:
         self.startup_timeout_s = startup_timeout_s
         self.log_path = Path(log_path) if log_path else Path(f"vllm-{port}.log")
         self.extra_args = list(extra_args or [])
+        self.env_overrides = dict(env or {})
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -79,6 +81,7 @@ class VLLMServer:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.kv_cache_gib))
         env.setdefault("VLLM_TARGET_DEVICE", "cpu")
         env["VLLM_NO_USAGE_STATS"] = "1"
+        env.update(self.env_overrides)  # e.g. CUDA_VISIBLE_DEVICES for one replica per GPU
         env["DO_NOT_TRACK"] = "1"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         logf = open(self.log_path, "ab")

@@ -45,10 +45,9 @@ be on GPU"; checked). Gradient checkpointing is off on CPU only because a
 tiny model does not need it. verl's weight sync into a colocated vLLM is not used at all: the recipe
 restarts vLLM on the saved checkpoint.
 
-Settings the config does not carry yet (environment variables, read by the parent):
-``AWORLD_VERL_NPROC`` (ranks; default: the number of visible CUDA devices, or 1 on CPU),
-``AWORLD_VERL_MAX_TOKENS_PER_GPU`` (dynamic micro-batching budget, default 8192),
-``AWORLD_VERL_TIMEOUT_S`` (default 3600).
+Launch settings live in ``train.verl`` (:class:`aworld_core.config.VerlEngineConfig`): ``nproc``
+(ranks; default: the number of visible CUDA devices, or 1 on CPU), ``max_tokens_per_gpu`` (dynamic
+micro-batching budget, default 8192) and ``timeout_s`` (default 3600).
 """
 
 from __future__ import annotations
@@ -140,10 +139,9 @@ def verl_batch(samples: list[Sample], pad_id: int) -> dict[str, torch.Tensor]:
             "rollout_log_probs": r_lp}
 
 
-def default_nproc() -> int:
-    env = os.environ.get("AWORLD_VERL_NPROC")
-    if env:
-        return max(1, int(env))
+def default_nproc(configured: int | None = None) -> int:
+    if configured:
+        return configured
     return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
 
 
@@ -175,7 +173,7 @@ def run_torchrun(module_args: list[str], nproc: int, env: dict[str, str], log_pa
 
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            raise TrainingError(f"{what} did not finish in {timeout_s:g} s (raise AWORLD_VERL_TIMEOUT_S); "
+            raise TrainingError(f"{what} did not finish in {timeout_s:g} s (raise train.verl.timeout_s); "
                                 f"see {log_path}") from None
     wall = time.perf_counter() - t0
     if rc != 0:
@@ -256,11 +254,11 @@ def train_verl_fsdp(ckpt_in: Path, ckpt_out: Path, episodes: pa.Table, cfg: Trai
                     loss_agg_mode=cfg.loss_agg_mode, policy_loss=cfg.policy_loss, kl_coef=cfg.kl_coef,
                     max_grad_norm=cfg.max_grad_norm, rollout_n=rollout_n, seed=cfg.seed, cpu=cpu,
                     pad_token_id=pad_id,
-                    max_tokens_per_gpu=int(os.environ.get("AWORLD_VERL_MAX_TOKENS_PER_GPU", "8192")))
+                    max_tokens_per_gpu=cfg.verl.max_tokens_per_gpu)
     (work / "job.json").write_text(json.dumps(asdict(job), indent=2))
-    nproc = default_nproc()
+    nproc = default_nproc(cfg.verl.nproc)
     wall = run_torchrun(["-m", __name__, "--job", str(work / "job.json")], nproc, worker_env(cpu),
-                        work / "train.log", float(os.environ.get("AWORLD_VERL_TIMEOUT_S", "3600")),
+                        work / "train.log", cfg.verl.timeout_s,
                         "verl FSDP policy update")
     result = json.loads((work / RESULT_FILE).read_text())
     install_hf_checkpoint(Path(job.out_dir) / "huggingface", ckpt_in, ckpt_out)

@@ -81,3 +81,58 @@ def test_summary_and_config_are_stored(recipe_run):
     assert json.loads((run_dir / "summary.json").read_text())["run_id"] == "e2e"
     assert json.loads((run_dir / "config.json").read_text())["rollout"]["samples_per_prompt"] == 4
     assert result["training"][0]["samples"] > 0
+
+
+def _aworld(*args, timeout=300):
+    return subprocess.run([str(REPO / ".venv/bin/aworld"), *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_train_cli_retrains_an_iteration_from_stored_rollouts(recipe_run, tmp_path):
+    _, run_dir = recipe_run
+    out_dir = tmp_path / "iter1-again"
+    proc = _aworld("train", "e2e", "-i", "0", "--output", str(out_dir), "--set", f"storage.uri={run_dir.parent}",
+                   "--set", "train.lr=1e-4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert report["samples"] == 6 * 4 and report["checkpoint"] == str(out_dir)
+    assert (out_dir / "config.json").exists() and (out_dir / "tokenizer.json").exists()
+    # the run's own checkpoint is never overwritten without --force
+    again = _aworld("train", "e2e", "-i", "0", "--set", f"storage.uri={run_dir.parent}")
+    assert again.returncode == 2 and "--force" in again.stderr
+    missing = _aworld("train", "e2e", "-i", "7", "--output", str(tmp_path / "x"),
+                      "--set", f"storage.uri={run_dir.parent}")
+    assert missing.returncode == 2 and "iter-7" in missing.stderr
+
+
+def test_serve_cli_serves_a_checkpoint_until_interrupted(recipe_run, tmp_path):
+    import signal
+    import time
+
+    import httpx
+
+    _, run_dir = recipe_run
+    port = free_port()
+    proc = subprocess.Popen([str(REPO / ".venv/bin/aworld"), "serve", "--checkpoint",
+                             str(run_dir / "checkpoints" / "iter-1"), "--port", str(port),
+                             "--log-dir", str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        lines = []
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, proc.stderr.read()[-3000:]
+            lines.append(line)
+            if line.startswith("ready"):
+                break
+        assert any(f"http://127.0.0.1:{port}/v1" in ln for ln in lines), lines
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()
+        assert [m["id"] for m in models["data"]] == ["policy"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -63,17 +63,17 @@ def rl_case(tmp_path_factory, base_model_dir, env):
 
 
 @pytest.mark.parametrize("nproc", [1, 2])
-def test_verl_fsdp_backend_runs_ppo_steps_on_verl_engine(nproc, rl_case, tmp_path, base_model_dir, monkeypatch):
+def test_verl_fsdp_backend_runs_ppo_steps_on_verl_engine(nproc, rl_case, tmp_path, base_model_dir):
     """Two PPO steps on verl's engine (FSDP2 over 1 or 2 gloo ranks); the result equals the in-process
     ``torch`` backend's (the same GRPO advantages, verl policy loss, AdamW and clipping), which pins down
     the batch layout, the log-prob alignment and the loss aggregation across data-parallel ranks."""
+    from aworld_core.config import VerlEngineConfig
     from aworld_core.training.trainer import get_trainer
     from aworld_core.training.verl_engine import train_verl_fsdp  # noqa: F401  (registers verl-fsdp)
 
     episodes, cfg, ref, ref_dir = rl_case
-    monkeypatch.setenv("AWORLD_VERL_NPROC", str(nproc))
     out = tmp_path / "iter-1"
-    report = get_trainer("verl-fsdp")(base_model_dir, out, episodes, cfg.model_copy(update={"backend": "verl-fsdp"}), 4)
+    report = get_trainer("verl-fsdp")(base_model_dir, out, episodes, cfg.model_copy(update={"backend": "verl-fsdp", "verl": VerlEngineConfig(nproc=nproc)}), 4)
 
     assert report.checkpoint == str(out) and report.samples == report.trained_samples == 16
     assert report.steps == 2
