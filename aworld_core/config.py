@@ -159,7 +159,9 @@ class TrainConfig(_Section):
     lr: float = Field(5e-5, gt=0)
     epochs: int = Field(2, ge=1)
     minibatch_size: int = Field(64, ge=1)
-    clip_ratio: float = Field(0.2, gt=0)
+    clip_ratio: float = Field(0.2, gt=0, description="PPO clip (lower bound 1 - clip_ratio)")
+    clip_ratio_high: float | None = Field(None, gt=0, description="upper bound 1 + this (DAPO clip-higher); "
+                                                                  "default: clip_ratio")
     kl_coef: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     skip_uniform_groups: bool = True
@@ -243,11 +245,28 @@ def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
             raise ConfigError(f"override key {key!r} is not a dotted config path")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as exc:
+            value = _load_yaml(raw) if raw.strip() else None
+        except ConfigError as exc:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from exc
         _set_dotted(tree, key, value)
     return tree
+
+
+def _load_yaml(text: str) -> Any:
+    """``yaml.safe_load``; every way PyYAML refuses a document becomes a ConfigError.
+
+    Besides YAMLError, PyYAML's constructors raise plain Python errors on odd scalars: ValueError
+    (``2020-13-45``, ``!!int 0x``, an int of more than 4300 digits), IndexError (``!!int +``), KeyError
+    (``!!bool x``), AttributeError (``!!timestamp abc``); a deeply nested document hits the recursion limit.
+    """
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(exc)) from exc
+    except RecursionError:
+        raise ConfigError("nested too deeply") from None
+    except Exception as exc:  # noqa: BLE001 - any other constructor crash is still a bad value
+        raise ConfigError(f"a value cannot be converted ({type(exc).__name__}: {exc})") from exc
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -283,14 +302,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not p.is_file():
             raise ConfigError(f"config file {p} not found; copy configs/local.yaml and edit it")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {p} cannot be read as UTF-8 text: {exc}") from exc
+        try:
+            loaded = _load_yaml(text) or {}
+        except ConfigError as exc:
             raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must hold a mapping of sections, not {type(loaded).__name__}")
         data, source = loaded, str(p)
-    data = _deep_merge(data, parse_overrides(overrides))
+    overrides_tree = parse_overrides(overrides)
     try:
+        data = _deep_merge(data, overrides_tree)
         return RecipeConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, source)) from None
+    except RecursionError:
+        raise ConfigError(f"invalid configuration ({source}): sections nested too deeply") from None

@@ -103,3 +103,31 @@ def prefect_server(tmp_path_factory):
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+class FaultLedger:
+    """What each fault test injected and what it found stored. ``benchmarks/faults.py`` runs the
+    ``faults`` tests with ``AWORLD_FAULT_LEDGER=<file>`` and tabulates these records (one JSON line each)."""
+
+    def __init__(self, path: str | None, test: str) -> None:
+        self.path, self.test = path, test
+
+    def record(self, fault: str, *, expected: int, keys: list, failed: int = 0, outcome: str = "") -> dict:
+        """``keys``: one (task, sample)-like key per stored row; lost/duplicated are computed from them."""
+        import json
+        from collections import Counter
+
+        counts = Counter(keys)
+        entry = {"test": self.test, "fault": fault, "episodes_expected": expected,
+                 "episodes_stored": sum(counts.values()), "lost": max(0, expected - len(counts)),
+                 "duplicated": sum(n - 1 for n in counts.values() if n > 1), "failed_recorded": failed,
+                 "outcome": outcome}
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+        return entry
+
+
+@pytest.fixture
+def fault_ledger(request):
+    return FaultLedger(os.environ.get("AWORLD_FAULT_LEDGER"), request.node.nodeid)

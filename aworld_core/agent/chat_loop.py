@@ -453,6 +453,9 @@ def _pending_calls(message: dict[str, Any], content: str, turn_index: int) -> tu
                 except json.JSONDecodeError as exc:
                     call.parse_error = (f"arguments of {call.name or 'the call'} are not valid JSON ({exc.msg} at "
                                         f"char {exc.pos}); send a JSON object")
+                except (ValueError, RecursionError):  # a 5000-digit int, or [[[[... nested too deep
+                    call.parse_error = (f"arguments of {call.name or 'the call'} are not valid JSON (a number too "
+                                        f"long or nesting too deep); send a JSON object")
             if not call.name:
                 call.parse_error = "tool call without a function name"
             calls.append(call)

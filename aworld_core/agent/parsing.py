@@ -49,6 +49,9 @@ def parse_tool_calls(text: str) -> tuple[list[ToolCall], list[ParseError]]:
         except json.JSONDecodeError as exc:
             errors.append(ParseError(raw[:200], f"tool call is not valid JSON ({exc.msg} at char {exc.pos})"))
             continue
+        except (ValueError, RecursionError) as exc:  # e.g. a 5000-digit int, or [[[[... nested too deep
+            errors.append(ParseError(raw[:200], f"tool call is not valid JSON ({_short(exc)})"))
+            continue
         if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"]:
             errors.append(ParseError(raw[:200], 'tool call needs {"name": "<tool>", "arguments": {...}}'))
             continue
@@ -56,7 +59,7 @@ def parse_tool_calls(text: str) -> tuple[list[ToolCall], list[ParseError]]:
         if isinstance(args, str):  # some models emit arguments as a JSON string
             try:
                 args = json.loads(args) if args.strip() else {}
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # JSONDecodeError, too-long ints, too deep nesting
                 errors.append(ParseError(raw[:200], "tool call arguments string is not valid JSON"))
                 continue
         if not isinstance(args, dict):
@@ -64,3 +67,10 @@ def parse_tool_calls(text: str) -> tuple[list[ToolCall], list[ParseError]]:
             continue
         calls.append(ToolCall(obj["name"], args))
     return calls, errors
+
+
+def _short(exc: BaseException) -> str:
+    """A one-line reason for a JSON value Python's decoder refuses (not a syntax error)."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc).split(";")[0][:120]

@@ -46,11 +46,12 @@ class ArithmeticEnv(Environment):
     name = "arithmetic"
 
     def __init__(self, seed: int = 1234, low: int = 10, high: int = 999,
-                 tool_latency_s: float | list[float] = 0.0) -> None:
+                 tool_latency_s: float | list[float] = 0.0, tool_faults: dict[str, float] | None = None) -> None:
         if not 0 <= low < high:
             raise ValueError(f"need 0 <= low < high, got low={low} high={high}")
         self.seed, self.low, self.high = seed, low, high
         self.tool_latency_s = tool_latency_s
+        self.tool_faults = tool_faults  # fault injection for tests: {"hang": p, "crash": p}
 
     def _task(self, split: Split, index: int) -> Task:
         rng = random.Random(f"{self.seed}:{split}:{index}")
@@ -70,7 +71,7 @@ class ArithmeticEnv(Environment):
         return [self._task(split, i) for i in range(offset, offset + n)]
 
     def tools(self) -> list[Tool]:
-        return [Calculator(latency_s=self.tool_latency_s, seed=self.seed)]
+        return [Calculator(latency_s=self.tool_latency_s, seed=self.seed, faults=self.tool_faults)]
 
     def system_prompt(self) -> str:
         return SYSTEM_PROMPT

@@ -44,8 +44,16 @@ class ServerFleet:
         return [s.url for s in self.servers]
 
     def start(self) -> "ServerFleet":
+        # Launch in this thread (the servers die with their parent thread's process, see
+        # VLLMServer.launch), then wait for all of them concurrently: warm-up dominates start time.
+        try:
+            for s in self.servers:
+                s.launch()
+        except BaseException:
+            self.stop()
+            raise
         with ThreadPoolExecutor(max_workers=len(self.servers)) as pool:
-            futures = [pool.submit(s.start) for s in self.servers]
+            futures = [pool.submit(s.wait_ready) for s in self.servers]
             errors = [f.exception() for f in futures]
         failed = [e for e in errors if e is not None]
         if failed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -39,6 +40,16 @@ def find_free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec: ask Linux for SIGTERM when the parent dies (no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 class VLLMServer:
@@ -74,6 +85,16 @@ class VLLMServer:
                 "--dtype", "float32", "--seed", "0", "--disable-log-stats", *self.extra_args]
 
     def start(self) -> "VLLMServer":
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (the fleet launches all, then waits concurrently).
+
+        Call it from a thread that lives as long as the server should: the server gets SIGTERM when
+        its parent dies (PR_SET_PDEATHSIG), so a flow killed with SIGKILL leaves no vLLM behind.
+        """
         if not port_is_free(self.host, self.port):
             raise VLLMNotReady(f"port {self.host}:{self.port} is already in use; stop what listens there "
                                f"or set serve.port to a free port")
@@ -87,10 +108,9 @@ class VLLMServer:
         logf = open(self.log_path, "ab")
         log.info("starting vLLM for %s on %s (log: %s)", self.model_dir, self.url, self.log_path)
         self._proc = subprocess.Popen(self.command(), stdout=logf, stderr=subprocess.STDOUT, env=env,
-                                      start_new_session=True, cwd=self.log_path.parent)
+                                      start_new_session=True, cwd=self.log_path.parent,
+                                      preexec_fn=_terminate_with_parent)
         logf.close()
-        self.wait_ready()
-        return self
 
     def wait_ready(self) -> None:
         t0 = time.monotonic()

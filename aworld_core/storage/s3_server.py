@@ -143,16 +143,33 @@ class SeaweedS3:
                 f"-s3.port.iceberg={p['iceberg']}", f"-s3.port.lance={p['lance']}"]
         for name in _GRPC:
             args += [f"-{name}.port={p[name]}", f"-{name}.port.grpc={p[name] + _GRPC_OFFSET}"]
-        env = {**os.environ, "TMPDIR": str(tmp)}
-        with open(self.log_path, "wb") as logf:
-            self.proc = subprocess.Popen(args, cwd=self.workdir, env=env, stdout=logf, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        self._args, self._env = args, {**os.environ, "TMPDIR": str(tmp)}
+        self._launch()
+        log.info("SeaweedFS S3 ready at %s (data %s)", self.endpoint_url, data)
+        return self
+
+    def _launch(self) -> None:
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen(self._args, cwd=self.workdir, env=self._env, stdout=logf,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             self._wait_ready()
         except BaseException:
             self.stop()
             raise
-        log.info("SeaweedFS S3 ready at %s (data %s)", self.endpoint_url, data)
+
+    def kill(self) -> None:
+        """Stop the server process but keep its data, ports and keys (for :meth:`revive`)."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            stop_process_group(proc, grace_s=0)
+        self._remove_sockets()
+
+    def revive(self) -> "SeaweedS3":
+        """Start again after :meth:`kill`: same endpoint, same data (a server restart, as in an outage)."""
+        if self.workdir is None:
+            raise StorageError("SeaweedS3.revive() needs a server that was started and killed, not stopped")
+        self._launch()
         return self
 
     def _wait_ready(self) -> None:
@@ -191,6 +208,12 @@ class SeaweedS3:
         proc, self.proc = self.proc, None
         if proc is not None:
             stop_process_group(proc, grace_s=10)
+        self._remove_sockets()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def _remove_sockets(self) -> None:
         for port in self.ports.values():
             for q in (port, port + _GRPC_OFFSET):
                 for sock in glob.glob(f"/tmp/seaweedfs-*-{q}.sock"):
@@ -198,9 +221,6 @@ class SeaweedS3:
                         os.unlink(sock)
                     except OSError:
                         pass
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
 
     def __enter__(self) -> "SeaweedS3":
         return self.start()

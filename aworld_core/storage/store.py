@@ -61,6 +61,16 @@ _DICTIONARY_COLUMNS = ["schema_version", "run_id", "phase", "environment", "spli
 _ACCESS_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
                   "ExpiredToken", "InvalidClientTokenId", "AuthorizationHeaderMalformed", "403"}
 _NO_BUCKET = {"NoSuchBucket", "404"}
+# Errors of an S3 endpoint that is down, restarting or overloaded: worth waiting for, never a reason to
+# lose a shard. (Auth errors and missing buckets are not here: retrying cannot fix them.)
+_TRANSIENT = ("NETWORK_CONNECTION", "curlCode", "Could not connect", "Connection reset", "Connection refused",
+              "timed out", "Timeout", "SlowDown", "SLOW_DOWN", "ServiceUnavailable", "SERVICE_UNAVAILABLE",
+              "InternalError", "INTERNAL_FAILURE", "REQUEST_TIMEOUT")
+S3_RETRY_WINDOW_S = 120.0
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and any(m in str(exc) for m in _TRANSIENT)
 
 
 class RunNotFound(StorageError):
@@ -157,13 +167,32 @@ def list_runs(location: StorageLocation) -> list[str]:
 class RunStore:
     """Read and commit one run's tables."""
 
-    def __init__(self, location: StorageLocation, run_id: str) -> None:
+    def __init__(self, location: StorageLocation, run_id: str, retry_window_s: float = S3_RETRY_WINDOW_S) -> None:
         if not run_id or "/" in run_id or run_id in (".", ".."):
             raise StorageError(f"invalid run id {run_id!r}: use a plain name such as 'smoke1'")
         self.location, self.run_id = location, run_id
         self.fs = location.filesystem()
         self.root = location.join(run_id)
         self._access_checked: set[bool] = set()
+        self.retry_window_s = retry_window_s
+
+    def _s3_retry(self, fn: Callable[[], Any], what: str) -> Any:
+        """Run one S3 request, retrying transient failures (endpoint down or restarting) with backoff for
+        up to ``retry_window_s``. Each request is a whole-object PUT or GET, so a retry never exposes a
+        partial object: S3 shows an object complete or not at all."""
+        if not self.location.is_s3:
+            return fn()
+        from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
+        def warn(state: Any) -> None:
+            log.warning("S3 %s failed (%s); retrying, attempt %d", what, state.outcome.exception(),
+                        state.attempt_number)
+
+        for attempt in Retrying(retry=retry_if_exception(_is_transient), stop=stop_after_delay(self.retry_window_s),
+                                wait=wait_exponential(multiplier=0.2, max=5.0), reraise=True, before_sleep=warn):
+            with attempt:
+                return fn()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def path(self, rel: str) -> str:
         return f"{self.root}/{rel}"
@@ -193,8 +222,13 @@ class RunStore:
         if self.location.is_s3:  # buffered, then one PUT (or multipart upload): all at once or never
             sink = pa.BufferOutputStream()
             write(sink)
-            with self.fs.open_output_stream(path) as f:
-                f.write(sink.getvalue())
+            payload = sink.getvalue()
+
+            def put() -> None:
+                with self.fs.open_output_stream(path) as f:
+                    f.write(payload)
+
+            self._s3_retry(put, f"write of {rel}")
             return
         self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
@@ -274,9 +308,12 @@ class RunStore:
 
     def read_json(self, rel: str) -> Any | None:
         """The JSON object at ``rel``, or None if there is none."""
-        try:
+        def get() -> bytes:
             with self.fs.open_input_stream(self.path(rel)) as f:
-                raw = f.read()
+                return f.read()
+
+        try:
+            raw = self._s3_retry(get, f"read of {rel}")
         except OSError as exc:
             if self.location.is_s3:
                 self.check_access()  # turns wrong keys / a missing bucket into a clear error
@@ -297,16 +334,19 @@ class RunStore:
         self.check_access()
         sel = pafs.FileSelector(self.path("_commits"), recursive=True, allow_not_found=True)
         try:
-            paths = [i.path for i in self.fs.get_file_info(sel)
+            paths = [i.path for i in self._s3_retry(lambda: self.fs.get_file_info(sel), "listing of _commits")
                      if i.type == pafs.FileType.File and i.path.endswith(".json")]
             if iteration is not None or phase is not None:  # cheap pre-filter on the hive-style path
                 paths = [p for p in paths
                          if (iteration is None or f"/iteration={iteration}/" in p)
                          and (phase is None or f"/phase={phase}/" in p)]
 
-            def load(p: str) -> dict[str, Any]:
+            def get(p: str) -> bytes:
                 with self.fs.open_input_stream(p) as f:
-                    raw = f.read()
+                    return f.read()
+
+            def load(p: str) -> dict[str, Any]:
+                raw = self._s3_retry(lambda: get(p), f"read of {p}")
                 try:
                     m = json.loads(raw)
                     if not {"iteration", "phase", "shard", "files"} <= set(m):

@@ -55,6 +55,9 @@ def evaluate_expression(expression: str) -> int | float:
     return value
 
 
+FAULT_KINDS = ("hang", "crash")
+
+
 @register_tool("calculator")
 class Calculator(Tool):
     """Arithmetic tool with an optional simulated latency (to model slow web-like tools)."""
@@ -65,7 +68,8 @@ class Calculator(Tool):
                   "properties": {"expression": {"type": "string", "description": "e.g. 12*34"}},
                   "required": ["expression"]}
 
-    def __init__(self, latency_s: float | tuple[float, float] | list[float] = 0.0, seed: int = 0) -> None:
+    def __init__(self, latency_s: float | tuple[float, float] | list[float] = 0.0, seed: int = 0,
+                 faults: dict[str, float] | None = None) -> None:
         if isinstance(latency_s, (list, tuple)):
             lo, hi = float(latency_s[0]), float(latency_s[1])
         else:
@@ -74,9 +78,30 @@ class Calculator(Tool):
             raise ToolError(f"latency_s must be a number >= 0 or [low, high], got {latency_s!r}")
         self._latency = (lo, hi)
         self._rng = random.Random(seed)
+        self._faults = dict(faults or {})
+        unknown = set(self._faults) - set(FAULT_KINDS)
+        if unknown or any(not 0 <= p <= 1 for p in self._faults.values()) or sum(self._faults.values()) > 1:
+            raise ToolError(f"faults must map {FAULT_KINDS} to probabilities summing to <= 1, got {faults!r}")
+        self._fault_rng = random.Random(f"faults:{seed}")
 
     async def run(self, **arguments: Any) -> str:
+        if self._faults:
+            await self._maybe_fail()
         lo, hi = self._latency
         if hi > 0:
             await asyncio.sleep(self._rng.uniform(lo, hi))
         return str(evaluate_expression(str(arguments["expression"])))
+
+    async def _maybe_fail(self) -> None:
+        """Injected faults, to test that the agent loop survives tools that hang or crash.
+
+        ``hang`` never returns (the loop's ``agent.tool_timeout_s`` must end it); ``crash`` raises a
+        non-ToolError exception, like a tool with a bug.
+        """
+        draw, edge = self._fault_rng.random(), 0.0
+        for kind in FAULT_KINDS:
+            edge += self._faults.get(kind, 0.0)
+            if draw < edge:
+                if kind == "hang":
+                    await asyncio.Event().wait()
+                raise RuntimeError("injected tool crash")

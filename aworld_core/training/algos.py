@@ -44,12 +44,16 @@ def uniform_groups(rewards: torch.Tensor, groups: list[str]) -> torch.Tensor:
     return torch.tensor([max(by_group[g]) == min(by_group[g]) for g in groups])
 
 
-def actor_config(clip_ratio: float, loss_agg_mode: str, rollout_n: int) -> Any:
+def actor_config(clip_ratio: float, loss_agg_mode: str, rollout_n: int,
+                 clip_ratio_high: float | None = None) -> Any:
+    """verl's ActorConfig for the policy loss. ``clip_ratio_high`` > ``clip_ratio`` is DAPO's
+    "clip-higher": low-probability tokens with positive advantage may grow further per update."""
     from verl.workers.config import ActorConfig
 
     # verl's PPO-clip reads clip_ratio_low/high (default 0.2), not clip_ratio: set both explicitly.
+    high = clip_ratio if clip_ratio_high is None else clip_ratio_high
     return ActorConfig(strategy="fsdp", rollout_n=rollout_n, clip_ratio=clip_ratio, clip_ratio_low=clip_ratio,
-                       clip_ratio_high=clip_ratio, loss_agg_mode=loss_agg_mode, ppo_micro_batch_size_per_gpu=1)
+                       clip_ratio_high=high, loss_agg_mode=loss_agg_mode, ppo_micro_batch_size_per_gpu=1)
 
 
 def policy_loss(name: str, old_logprobs: torch.Tensor, logprobs: torch.Tensor, advantages: torch.Tensor,

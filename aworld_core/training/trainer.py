@@ -97,7 +97,7 @@ def train_torch(ckpt_in: Path, ckpt_out: Path, episodes: pa.Table, cfg: TrainCon
     if len(keep) > 0:
         batch = full.select(keep)
         adv = algos.compute_advantages(cfg.adv_estimator, batch.rewards, batch.response_mask, batch.groups)
-        actor_cfg = algos.actor_config(cfg.clip_ratio, cfg.loss_agg_mode, rollout_n)
+        actor_cfg = algos.actor_config(cfg.clip_ratio, cfg.loss_agg_mode, rollout_n, cfg.clip_ratio_high)
         model.eval()
         with torch.no_grad():  # "old" logprobs from the trainer's own forward (not vLLM's) = on-policy ratio 1
             old_lp = torch.cat([response_logprobs(model, batch.select(idx))

@@ -96,6 +96,7 @@ class EngineJob:
     epochs: int
     minibatch_size: int  # episodes per optimizer step, over all ranks
     clip_ratio: float
+    clip_ratio_high: float | None
     loss_agg_mode: str
     policy_loss: str
     kl_coef: float
@@ -250,7 +251,7 @@ def train_verl_fsdp(ckpt_in: Path, ckpt_out: Path, episodes: pa.Table, cfg: Trai
     cpu = not torch.cuda.is_available()
     job = EngineJob(model_path=str(ckpt_in.resolve()), batch_path=str(work / "batch.pt"),
                     out_dir=str(work / "actor"), lr=cfg.lr, epochs=cfg.epochs,
-                    minibatch_size=cfg.minibatch_size, clip_ratio=cfg.clip_ratio,
+                    minibatch_size=cfg.minibatch_size, clip_ratio=cfg.clip_ratio, clip_ratio_high=cfg.clip_ratio_high,
                     loss_agg_mode=cfg.loss_agg_mode, policy_loss=cfg.policy_loss, kl_coef=cfg.kl_coef,
                     max_grad_norm=cfg.max_grad_norm, rollout_n=rollout_n, seed=cfg.seed, cpu=cpu,
                     pad_token_id=pad_id,
@@ -315,7 +316,8 @@ def build_training_worker(job: EngineJob, total_steps: int):
                                     total_training_steps=max(1, total_steps), lr_scheduler_type="constant")
     ckpt_cfg = CheckpointConfig(save_contents=["hf_model"], load_contents=["hf_model"])
     actor_cfg = ActorConfig(strategy="fsdp", rollout_n=job.rollout_n, clip_ratio=job.clip_ratio,
-                            clip_ratio_low=job.clip_ratio, clip_ratio_high=job.clip_ratio,
+                            clip_ratio_low=job.clip_ratio,
+                            clip_ratio_high=job.clip_ratio if job.clip_ratio_high is None else job.clip_ratio_high,
                             loss_agg_mode=job.loss_agg_mode, policy_loss=PolicyLossConfig(loss_mode=job.policy_loss),
                             use_kl_loss=job.kl_coef > 0, kl_loss_coef=job.kl_coef, kl_loss_type="low_var_kl",
                             entropy_coeff=0.0, use_dynamic_bsz=True, ppo_max_token_len_per_gpu=job.max_tokens_per_gpu,

@@ -24,12 +24,18 @@ from testkit import VLLM_PYTHON
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 
-def _spec(loc, run_id, url, model_dir, *, num_shards=1, shard=0, tasks=16, samples=2, latency=0.0):
+def _spec(loc, run_id, url, model_dir, *, num_shards=1, shard=0, tasks=16, samples=2, latency=0.0,
+          tool_faults=None, limits=LoopLimits()):
+    params = {"tool_latency_s": latency, **({"tool_faults": tool_faults} if tool_faults else {})}
     return ShardSpec(run_id=run_id, iteration=0, phase="rollout", shard=shard, num_shards=num_shards,
-                     env_name="arithmetic", env_params={"tool_latency_s": latency}, env_seed=1234, split="train",
+                     env_name="arithmetic", env_params=params, env_seed=1234, split="train",
                      num_tasks=tasks, samples_per_task=samples, endpoints=(url,), served_name="policy",
-                     tokenizer_dir=str(model_dir), checkpoint_id="warm", limits=LoopLimits(), concurrency=8,
+                     tokenizer_dir=str(model_dir), checkpoint_id="warm", limits=limits, concurrency=8,
                      storage=loc)
+
+
+def _keys(rows):
+    return [(r["task_id"], r["sample_index"]) for r in rows]
 
 
 def _episode_counts(loc, run_id):
@@ -37,7 +43,7 @@ def _episode_counts(loc, run_id):
     return Counter((r["task_id"], r["sample_index"]) for r in rows.to_pylist()), rows.to_pylist()
 
 
-def test_dask_worker_killed_mid_shard(vllm_server, warm_model_dir, tmp_path):
+def test_dask_worker_killed_mid_shard(vllm_server, warm_model_dir, tmp_path, fault_ledger):
     from distributed import Client, LocalCluster
 
     loc = StorageLocation(str(tmp_path / "runs"))
@@ -57,12 +63,14 @@ def test_dask_worker_killed_mid_shard(vllm_server, warm_model_dir, tmp_path):
         os.kill(pid, signal.SIGKILL)  # the worker process dies; its nanny restarts it, Dask reschedules
         summaries = client.gather(futures)
     counts, rows = _episode_counts(loc, "killworker")
+    fault_ledger.record("Dask worker SIGKILLed mid-shard", expected=32, keys=_keys(rows),
+                        failed=sum(r["stop_reason"] == "error" for r in rows), outcome="shard rescheduled")
     assert len(counts) == 16 * 2, "every (task, sample) episode is stored"
     assert max(counts.values()) == 1, "and none twice"
     assert sum(s.episodes for s in summaries) == 32
 
 
-def test_vllm_killed_and_restarted_mid_rollout(warm_model_dir, tmp_path):
+def test_vllm_killed_and_restarted_mid_rollout(warm_model_dir, tmp_path, fault_ledger):
     loc = StorageLocation(str(tmp_path / "runs"))
     port = find_free_port()
     server = VLLMServer(warm_model_dir, python=VLLM_PYTHON, port=port, log_path=tmp_path / "vllm.log")
@@ -81,7 +89,32 @@ def test_vllm_killed_and_restarted_mid_rollout(warm_model_dir, tmp_path):
         server.stop()
     assert not t.is_alive()
     counts, rows = _episode_counts(loc, "killvllm")
+    failed = [r for r in rows if r["stop_reason"] == "error"]
+    fault_ledger.record("vLLM server killed mid-rollout, restarted", expected=48, keys=_keys(rows),
+                        failed=len(failed), outcome="requests retried; failures recorded with reason")
     assert len(counts) == 48 and max(counts.values()) == 1, "no episode disappears or repeats"
     failed = [r for r in rows if r["stop_reason"] == "error"]
     assert all(r["error"] and "no endpoint answered" in r["error"] for r in failed), "failures carry their reason"
     assert result["summary"].errors == len(failed)
+
+
+def test_tools_that_hang_or_crash_become_error_observations(vllm_server, warm_model_dir, tmp_path, fault_ledger):
+    """A quarter of tool calls hang forever, a quarter raise: every episode is still stored once, the
+    hung calls end at agent.tool_timeout_s, and both errors are in the tool_calls table."""
+    loc = StorageLocation(str(tmp_path / "runs"))
+    spec = _spec(loc, "toolfaults", vllm_server.url, warm_model_dir, tasks=16, samples=2,
+                 tool_faults={"hang": 0.25, "crash": 0.25}, limits=LoopLimits(tool_timeout_s=1.0))
+    t0 = time.monotonic()
+    summary = run_shard(spec)
+    assert time.monotonic() - t0 < 120, "hung tools are cut off by the timeout, not waited for"
+    counts, rows = _episode_counts(loc, "toolfaults")
+    calls = RunStore(loc, "toolfaults").read("tool_calls", columns=["error"]).column("error").to_pylist()
+    errors = Counter((e or "ok").split(":")[0] for e in calls)
+    fault_ledger.record("tool hangs (25%) or crashes (25%)", expected=32, keys=_keys(rows),
+                        failed=sum(r["stop_reason"] == "error" for r in rows),
+                        outcome=f"tool call outcomes {dict(errors)}")
+    assert len(counts) == 32 and max(counts.values()) == 1
+    assert errors["tool calculator timed out after 1 s"] > 0 and errors["tool calculator failed"] > 0
+    assert errors["ok"] > 0
+    assert all(r["stop_reason"] != "error" for r in rows), "a tool fault never kills the episode"
+    assert summary.episodes == 32

@@ -74,3 +74,27 @@ def test_tool_validation_and_latency():
     t0 = time.perf_counter()
     assert asyncio.run(tool.run(expression="2+2")) == "4"
     assert time.perf_counter() - t0 >= 0.05
+
+
+def test_injected_tool_faults_hang_or_crash_and_become_error_observations():
+    from aworld_core.agent.loop import _run_tool
+    from aworld_core.agent.parsing import ToolCall
+    from aworld_core.tools.calculator import Calculator
+
+    async def calls(tool, n):
+        return [await _run_tool({"calculator": tool}, ToolCall("calculator", {"expression": "2+3"}), 0.05)
+                for _ in range(n)]
+
+    hang = asyncio.run(calls(Calculator(faults={"hang": 1.0}), 2))
+    assert hang == [("", "tool calculator timed out after 0.05 s")] * 2
+    crash = asyncio.run(calls(Calculator(faults={"crash": 1.0}), 1))
+    assert crash == [("", "tool calculator failed: RuntimeError: injected tool crash")]
+    mixed = asyncio.run(calls(Calculator(faults={"hang": 0.3, "crash": 0.3}, seed=1), 60))
+    kinds = {err.split(":")[0] if err else "ok" for _, err in mixed}
+    assert kinds == {"ok", "tool calculator timed out after 0.05 s", "tool calculator failed"}
+
+
+@pytest.mark.parametrize("faults", [{"explode": 0.1}, {"hang": 1.5}, {"hang": 0.6, "crash": 0.6}])
+def test_bad_fault_rates_are_refused(faults):
+    with pytest.raises(ToolError, match="faults must map"):
+        build_env("arithmetic", tool_faults=faults).tools()

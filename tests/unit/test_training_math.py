@@ -100,3 +100,15 @@ def test_clip_ratio_from_config_reaches_verl():
     new = torch.full((1, 1), 0.15)  # ratio e^0.15 = 1.16: clipped at 1.1, not at 1.2
     _, metrics = algos.policy_loss("vanilla", old, new, torch.ones(1, 1), mask, "token-mean", cfg)
     assert metrics["actor/pg_clipfrac"] == 1.0
+
+
+def test_clip_higher_lets_positive_advantage_tokens_grow_further():
+    """DAPO clip-higher: with clip 0.1 / high 0.28, a ratio of 1.16 with positive advantage is not clipped,
+    while the lower bound stays at 0.9."""
+    cfg = algos.actor_config(0.1, "token-mean", 2, clip_ratio_high=0.28)
+    mask, old = torch.ones(1, 1), torch.zeros(1, 1)
+    _, up = algos.policy_loss("vanilla", old, torch.full((1, 1), 0.15), torch.ones(1, 1), mask, "token-mean", cfg)
+    assert up["actor/pg_clipfrac"] == 0.0
+    _, down = algos.policy_loss("vanilla", old, torch.full((1, 1), -0.15), -torch.ones(1, 1), mask,
+                                "token-mean", cfg)
+    assert down["actor/pg_clipfrac"] == 1.0
