@@ -30,10 +30,11 @@ def dask_cluster(cfg: RecipeConfig) -> Iterator[str]:
 
     cluster = LocalCluster(n_workers=cfg.dask.n_workers, threads_per_worker=cfg.dask.threads_per_worker,
                            processes=cfg.dask.processes, host="127.0.0.1", dashboard_address=None)
+    address = cluster.scheduler_address
     try:
-        yield cluster.scheduler_address
+        yield address
     finally:
-        close_clients()
+        close_clients(address)  # before the scheduler goes: no cached client left reconnecting to it
         cluster.close()
 
 

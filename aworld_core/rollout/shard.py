@@ -81,6 +81,7 @@ class ShardSummary:
     skipped: bool = False
     stop_reasons: dict[str, int] = field(default_factory=dict)
     commit_s: float = 0.0
+    worker: str | None = None  # the Dask worker that ran the shard (its address); None outside Dask
 
     @classmethod
     def from_manifest(cls, m: dict[str, Any]) -> "ShardSummary":
@@ -88,10 +89,20 @@ class ShardSummary:
         return cls(shard=m["shard"], episodes=s.get("episodes", 0), successes=s.get("successes", 0),
                    reward_sum=s.get("reward_sum", 0.0), response_tokens=s.get("response_tokens", 0),
                    errors=s.get("errors", 0), wall_s=0.0, episode_s=0.0, skipped=True,
-                   stop_reasons=s.get("stop_reasons", {}))
+                   stop_reasons=s.get("stop_reasons", {}), worker=s.get("worker"))
 
 
 ProgressFn = Callable[[EpisodeResult], None]
+
+
+def worker_address() -> str | None:
+    """The address of the Dask worker running this code, or None outside a Dask worker."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return None
 
 
 def stable_seed(*parts: object) -> int:
@@ -147,11 +158,12 @@ def run_shard(spec: ShardSpec, progress: ProgressFn | None = None) -> ShardSumma
         reward_sum=float(sum(r.reward for _, r in results)),
         response_tokens=sum(r.response_tokens for _, r in results),
         errors=sum(r.stop_reason == "error" for _, r in results), wall_s=wall,
-        episode_s=float(sum(r.total_s for _, r in results)), stop_reasons=reasons)
+        episode_s=float(sum(r.total_s for _, r in results)), stop_reasons=reasons, worker=worker_address())
     t_commit = time.perf_counter()
     store.commit_shard(spec.key, episode_tables(results, ctx), extra={"summary": {
         "episodes": summary.episodes, "successes": summary.successes, "reward_sum": summary.reward_sum,
         "response_tokens": summary.response_tokens, "errors": summary.errors, "stop_reasons": reasons,
-        "wall_s": wall, "started_at": started_at, "checkpoint": spec.checkpoint_id}})
+        "wall_s": wall, "started_at": started_at, "checkpoint": spec.checkpoint_id,
+        "worker": summary.worker}})
     summary.commit_s = time.perf_counter() - t_commit
     return summary
