@@ -39,6 +39,16 @@ def _split_of(a: int, op: str, b: int) -> Split:
     return "heldout" if digest[0] % HELDOUT_ONE_IN == 0 else "train"
 
 
+REWARD_MODES = ("exact", "digits")
+
+
+def digit_agreement(answer: str, truth: str) -> float:
+    """Share of positions, right-aligned over the longer string, where the characters agree."""
+    width = max(len(answer), len(truth), 1)
+    a, t = answer.rjust(width), truth.rjust(width)
+    return sum(x == y for x, y in zip(a, t)) / width
+
+
 @register_env("arithmetic")
 class ArithmeticEnv(Environment):
     """Two operands in [lo, hi], one of + - *, one of eight phrasings."""
@@ -46,12 +56,16 @@ class ArithmeticEnv(Environment):
     name = "arithmetic"
 
     def __init__(self, seed: int = 1234, low: int = 10, high: int = 999,
-                 tool_latency_s: float | list[float] = 0.0, tool_faults: dict[str, float] | None = None) -> None:
+                 tool_latency_s: float | list[float] = 0.0, tool_faults: dict[str, float] | None = None,
+                 reward: str = "exact") -> None:
         if not 0 <= low < high:
             raise ValueError(f"need 0 <= low < high, got low={low} high={high}")
         self.seed, self.low, self.high = seed, low, high
         self.tool_latency_s = tool_latency_s
         self.tool_faults = tool_faults  # fault injection for tests: {"hang": p, "crash": p}
+        if reward not in REWARD_MODES:
+            raise ValueError(f"reward must be one of {REWARD_MODES}, got {reward!r}")
+        self.reward_mode = reward
 
     def _task(self, split: Split, index: int) -> Task:
         rng = random.Random(f"{self.seed}:{split}:{index}")
@@ -77,9 +91,17 @@ class ArithmeticEnv(Environment):
         return SYSTEM_PROMPT
 
     def score(self, task: Task, answer: str | None, tool_calls_ok: int) -> Outcome:
-        """1.0 only for a valid calculator call and the exact answer (no shortcut by guessing)."""
+        """Success is 1 only for a valid calculator call and the exact answer (no shortcut by guessing).
+
+        ``reward="exact"``: the reward is that success. ``reward="digits"`` (shaped): a failed episode
+        that made a valid call and gave an answer earns up to 0.5 for the share of digits in the right
+        places (right-aligned), so groups where every sample fails still tell GRPO which copies were
+        closer. Success, and so every reported success rate, stays exact match.
+        """
         success = answer is not None and answer.strip() == task.answer and tool_calls_ok >= 1
-        return Outcome(reward=1.0 if success else 0.0, success=success)
+        if success or self.reward_mode == "exact" or answer is None or tool_calls_ok < 1:
+            return Outcome(reward=1.0 if success else 0.0, success=success)
+        return Outcome(reward=0.5 * digit_agreement(answer.strip(), task.answer), success=False)
 
     def demonstration(self, task: Task) -> list[dict[str, Any]]:
         m = task.meta

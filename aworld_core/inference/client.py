@@ -65,7 +65,10 @@ class PolicyClient:
                            for u in endpoints]
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         limits = httpx.Limits(max_connections=max_in_flight_per_endpoint * len(endpoints) + 8,
-                              max_keepalive_connections=max_in_flight_per_endpoint * len(endpoints))
+                              max_keepalive_connections=max_in_flight_per_endpoint * len(endpoints),
+                              # below uvicorn's 5 s keep-alive timeout (vLLM's server): reusing a
+                              # connection the server is closing gave spurious ReadErrors and retries
+                              keepalive_expiry=3.0)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=5.0), headers=headers,
                                        limits=limits)
         self._max_attempts = max_attempts

@@ -98,3 +98,23 @@ def test_injected_tool_faults_hang_or_crash_and_become_error_observations():
 def test_bad_fault_rates_are_refused(faults):
     with pytest.raises(ToolError, match="faults must map"):
         build_env("arithmetic", tool_faults=faults).tools()
+
+
+def test_digit_shaped_reward_gives_partial_credit_but_success_stays_exact():
+    from aworld_core.envs.arithmetic import digit_agreement
+
+    env = build_env("arithmetic", reward="digits")
+    task = env.tasks("train", 1)[0]
+    truth = task.answer
+    assert env.score(task, truth, 1).reward == 1.0 and env.score(task, truth, 1).success
+    wrong_last = truth[:-1] + str((int(truth[-1]) + 1) % 10)
+    shaped = env.score(task, wrong_last, 1)
+    assert not shaped.success and 0.0 < shaped.reward < 0.5
+    assert shaped.reward == pytest.approx(0.5 * (len(truth) - 1) / len(truth))
+    assert env.score(task, truth, 0).reward == 0.0, "no valid tool call: no credit at all"
+    assert env.score(task, None, 1).reward == 0.0
+    assert build_env("arithmetic").score(task, wrong_last, 1).reward == 0.0, "exact mode: no partial credit"
+    assert digit_agreement("158430", "158403") == pytest.approx(4 / 6)
+    assert digit_agreement("-202", "202") == pytest.approx(3 / 4)
+    with pytest.raises((ValueError, ConfigError)):
+        build_env("arithmetic", reward="bogus")
