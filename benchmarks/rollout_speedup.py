@@ -62,12 +62,20 @@ async def server_peak(url: str, prompt_ids: list[int], n: int = 256, max_tokens:
     """Peak generation tokens/s: n concurrent fixed-length completions (ignore_eos)."""
     import httpx
 
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=n)) as http:
+    from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_fixed
+
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=n, keepalive_expiry=3.0)) as http:
         async def one() -> int:
-            r = await http.post(f"{url}/completions", json={
-                "model": "policy", "prompt": prompt_ids, "max_tokens": max_tokens, "ignore_eos": True,
-                "temperature": 1.0})
-            return r.json()["usage"]["completion_tokens"]
+            # a burst of new connections can meet a reset one (ReadError): retry it, like the client does
+            async for attempt in AsyncRetrying(retry=retry_if_exception_type(httpx.TransportError),
+                                               stop=stop_after_attempt(5), wait=wait_fixed(0.2), reraise=True):
+                with attempt:
+                    r = await http.post(f"{url}/completions", json={
+                        "model": "policy", "prompt": prompt_ids, "max_tokens": max_tokens, "ignore_eos": True,
+                        "temperature": 1.0})
+                    r.raise_for_status()
+                    return r.json()["usage"]["completion_tokens"]
+            raise AssertionError("unreachable")
 
         await asyncio.gather(*(one() for _ in range(16)))  # warm-up
         t0 = time.perf_counter()
