@@ -26,3 +26,12 @@ def load_scripted_policy():
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def fake_model_dir(root: Path) -> Path:
+    """A directory that passes ``check_model_dir`` (for command-line and fleet tests that never load it)."""
+    d = root / "model"
+    d.mkdir()
+    for name in ("config.json", "tokenizer.json", "model.safetensors"):
+        (d / name).write_text("{}")
+    return d

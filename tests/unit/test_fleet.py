@@ -8,16 +8,12 @@ import pytest
 from aworld_core.config import ServeConfig
 from aworld_core.errors import VLLMNotReady
 from aworld_core.inference.fleet import ServerFleet, replica_env
-from testkit import free_port
+from testkit import fake_model_dir, free_port
 
 
 @pytest.fixture
 def model_dir(tmp_path):
-    d = tmp_path / "model"
-    d.mkdir()
-    for name in ("config.json", "tokenizer.json", "model.safetensors"):
-        (d / name).write_text("{}")
-    return d
+    return fake_model_dir(tmp_path)
 
 
 def test_replicas_get_consecutive_ports_their_gpus_and_own_logs(model_dir, tmp_path):

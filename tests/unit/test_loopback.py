@@ -19,6 +19,7 @@ import pytest
 from aworld_core.config import RecipeConfig, ServeConfig, load_config
 from aworld_core.inference.fleet import ServerFleet
 from aworld_core.inference.server import VLLMServer
+from testkit import fake_model_dir
 
 REPO = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
@@ -52,11 +53,7 @@ def _tree(pid: int) -> list[int]:
 
 @pytest.fixture
 def model_dir(tmp_path):
-    d = tmp_path / "model"
-    d.mkdir()
-    for name in ("config.json", "tokenizer.json", "model.safetensors"):
-        (d / name).write_text("{}")
-    return d
+    return fake_model_dir(tmp_path)
 
 
 # ---------------------------------------------------------------- vLLM (command lines only)
