@@ -270,17 +270,12 @@ def serve(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt,
             out.print(f"use it: --set serve.mode=external --set 'serve.endpoints=[{endpoints}]'", soft_wrap=True)
             out.print("ready; Ctrl-C stops", soft_wrap=True)
             while not stop.wait(1.0):
-                dead = [s.url for s in fleet.servers if s.pid is None or not _alive(s)]
+                dead = [s.url for s in fleet.servers if not s.running]
                 if dead:
                     raise AWorldError(f"vLLM at {', '.join(dead)} exited; see its log in {log_dir}")
     except AWorldError as exc:
         _fail(exc)
     out.print("stopped")
-
-
-def _alive(server: Any) -> bool:
-    proc = getattr(server, "_proc", None)
-    return proc is not None and proc.poll() is None
 
 
 @app.command("train")

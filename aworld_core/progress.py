@@ -59,14 +59,23 @@ class ProgressHub:
 HUB = ProgressHub()
 
 
-def emit(event: ProgressEvent) -> None:
-    """Send an event from a Dask worker (to subscribed clients) or, elsewhere, to this process's hub."""
+def current_worker():  # -> distributed.Worker | None
+    """The Dask worker running this code, or None outside one (or without distributed installed)."""
     try:
         from distributed import get_worker
 
-        get_worker().log_event(TOPIC, asdict(event))
+        return get_worker()
     except (ImportError, ValueError):
+        return None
+
+
+def emit(event: ProgressEvent) -> None:
+    """Send an event from a Dask worker (to subscribed clients) or, elsewhere, to this process's hub."""
+    worker = current_worker()
+    if worker is None:
         HUB.publish(event)
+    else:
+        worker.log_event(TOPIC, asdict(event))
 
 
 _FIELDS = frozenset(ProgressEvent.__dataclass_fields__)

@@ -145,6 +145,11 @@ class VLLMServer:
         log.info("vLLM on port %d stopped", self.port)
 
     @property
+    def running(self) -> bool:
+        """The server process was started and has not exited."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 

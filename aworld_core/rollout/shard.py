@@ -22,7 +22,7 @@ from typing import Any, Callable
 from aworld_core.agent.loop import ChatTokens, EpisodeResult, LoopLimits, load_tokenizer, run_episode
 from aworld_core.envs.base import build_env
 from aworld_core.inference.client import PolicyClient
-from aworld_core.progress import ThrottledReporter
+from aworld_core.progress import ThrottledReporter, current_worker
 from aworld_core.storage.schema import EpisodeContext, episode_tables
 from aworld_core.storage.store import RunStore, ShardKey
 from aworld_core.storage.uri import StorageLocation
@@ -97,12 +97,8 @@ ProgressFn = Callable[[EpisodeResult], None]
 
 def worker_address() -> str | None:
     """The address of the Dask worker running this code, or None outside a Dask worker."""
-    try:
-        from distributed import get_worker
-
-        return get_worker().address
-    except (ImportError, ValueError):
-        return None
+    worker = current_worker()
+    return worker.address if worker is not None else None
 
 
 def stable_seed(*parts: object) -> int:

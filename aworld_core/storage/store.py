@@ -306,14 +306,18 @@ class RunStore:
         except OSError as exc:
             raise StorageError(f"could not write {self.display(rel)}: {exc}") from exc
 
-    def read_json(self, rel: str) -> Any | None:
-        """The JSON object at ``rel``, or None if there is none."""
+    def _read_bytes(self, path: str) -> bytes:
+        """A whole object (``path`` inside the filesystem), retried while S3 is down or restarting."""
         def get() -> bytes:
-            with self.fs.open_input_stream(self.path(rel)) as f:
+            with self.fs.open_input_stream(path) as f:
                 return f.read()
 
+        return self._s3_retry(get, f"read of {path}")
+
+    def read_json(self, rel: str) -> Any | None:
+        """The JSON object at ``rel``, or None if there is none."""
         try:
-            raw = self._s3_retry(get, f"read of {rel}")
+            raw = self._read_bytes(self.path(rel))
         except OSError as exc:
             if self.location.is_s3:
                 self.check_access()  # turns wrong keys / a missing bucket into a clear error
@@ -341,12 +345,8 @@ class RunStore:
                          if (iteration is None or f"/iteration={iteration}/" in p)
                          and (phase is None or f"/phase={phase}/" in p)]
 
-            def get(p: str) -> bytes:
-                with self.fs.open_input_stream(p) as f:
-                    return f.read()
-
             def load(p: str) -> dict[str, Any]:
-                raw = self._s3_retry(lambda: get(p), f"read of {p}")
+                raw = self._read_bytes(p)
                 try:
                     m = json.loads(raw)
                     if not {"iteration", "phase", "shard", "files"} <= set(m):
