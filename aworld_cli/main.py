@@ -19,6 +19,7 @@ from rich.table import Table
 
 from aworld_core.config import RecipeConfig, load_config
 from aworld_core.errors import AWorldError, ConfigError
+from aworld_core.prefect_env import apply_prefect_defaults
 
 app = typer.Typer(help="AWorld recipe: distributed agent rollouts, RL training and evaluation.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -52,7 +53,7 @@ def _load(config: Optional[str], overrides: Optional[list[str]], **direct: Any) 
 def _setup_logging(quiet: bool, log_json: bool = False) -> None:
     # distributed re-applies its own logging config when first imported: set it through dask config.
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    apply_prefect_defaults()  # before the first flow imports prefect
     level = logging.WARNING if quiet else logging.INFO
     if log_json:
         from aworld_cli.progress_view import JsonFormatter, json_progress_logger
