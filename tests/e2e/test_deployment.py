@@ -1,5 +1,13 @@
 """Deployments, as an operator uses them: a real local Prefect server and process worker,
-`bash deployments/deploy.sh`, then `prefect deployment run 'aworld-recipe/local' --param iterations=1`."""
+`bash deployments/deploy.sh`, then `prefect deployment run 'aworld-recipe/local' --param iterations=1`.
+
+What is under test is the deployment mechanism (prefect.yaml, work pool, worker, `prefect deployment run`
+to Completed with data stored). The recipe itself, with a vLLM server started per iteration, is covered
+by test_recipe_cli.py; here the deployed flow run uses the session's vLLM server (``serve.mode=external``)
+instead of starting two of its own (~35-75 s each on 2 cores). That server serves the session's
+warm-started model, so the run starts from that model (``model.path``) with no warm start of its own:
+iteration 0's checkpoint is then the very weights being served, and no SFT steps are spent in the flow.
+"""
 
 import json
 import subprocess
@@ -7,31 +15,35 @@ import subprocess
 import pyarrow.parquet as pq
 import pytest
 
-from testkit import REPO, free_port, stop_process_group
+from testkit import REPO, stop_process_group
 
 pytestmark = pytest.mark.slow
 PREFECT = str(REPO / ".venv/bin/prefect")
 
 
-def test_recipe_deployment_runs_to_completed(prefect_server, base_model_dir, tmp_path):
+def test_recipe_deployment_runs_to_completed(prefect_server, warm_model_dir, vllm_server, tmp_path):
     env = {**prefect_server["env"], "PREFECT_WORKER_QUERY_SECONDS": "2"}
     env.pop("AWS_SECRET_ACCESS_KEY", None)
     deploy = subprocess.run(["bash", "deployments/deploy.sh"], cwd=REPO, env=env, capture_output=True,
                             text=True, timeout=180)
     assert deploy.returncode == 0, deploy.stdout[-2000:] + deploy.stderr[-2000:]
-    for name in ("aworld-recipe/local", "aworld-recipe/nightly", "aworld-rollout/local", "aworld-evaluate/local"):
-        found = subprocess.run([PREFECT, "deployment", "inspect", name], env=env, capture_output=True, text=True,
-                               timeout=60)
-        assert found.returncode == 0, f"{name} not deployed: {found.stdout[-500:]}{found.stderr[-500:]}"
 
+    # the worker starts up (seconds of imports) while the deployments are inspected
     worker_log = open(tmp_path / "worker.log", "wb")
     worker = subprocess.Popen(["bash", "deployments/worker.sh"], cwd=REPO, env=env, stdout=worker_log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        names = ("aworld-recipe/local", "aworld-recipe/nightly", "aworld-rollout/local", "aworld-evaluate/local")
+        inspects = {name: subprocess.Popen([PREFECT, "deployment", "inspect", name], env=env, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True) for name in names}
+        for name, proc in inspects.items():
+            stdout, stderr = proc.communicate(timeout=120)
+            assert proc.returncode == 0, f"{name} not deployed: {stdout[-500:]}{stderr[-500:]}"
+
         params = {"iterations": 1, "run_id": "deployed", "overrides": [
-            f"model.path={base_model_dir}", f"storage.uri={tmp_path / 'runs'}", f"serve.port={free_port()}",
-            "train.warm_start.steps=10", "rollout.prompts_per_iteration=4", "rollout.samples_per_prompt=2",
-            "rollout.shards=2", "eval.episodes=4"]}
+            f"model.path={warm_model_dir}", "train.warm_start.enabled=false", f"storage.uri={tmp_path / 'runs'}",
+            "serve.mode=external", f"serve.endpoints=[{vllm_server.url}]",
+            "rollout.prompts_per_iteration=4", "rollout.samples_per_prompt=2", "rollout.shards=2", "eval.episodes=4"]}
         run = subprocess.run([PREFECT, "deployment", "run", "aworld-recipe/local", "--param", "iterations=1",
                               "--params", json.dumps(params), "--watch", "--watch-timeout", "600"],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=700)

@@ -13,18 +13,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def recipe_run(tmp_path_factory, base_model_dir, clean_env_module):
-    data = tmp_path_factory.mktemp("runs")
-    cmd = [str(REPO / ".venv/bin/aworld"), "recipe", "run", "--run-id", "e2e", "--iterations", "1", "--json",
-           "--quiet",
-           "--set", f"model.path={base_model_dir}", "--set", f"storage.uri={data}",
-           "--set", f"serve.port={free_port()}", "--set", "train.warm_start.steps=60",
-           "--set", "rollout.prompts_per_iteration=6", "--set", "rollout.samples_per_prompt=4",
-           "--set", "rollout.shards=3", "--set", "eval.episodes=10", "--set", "dask.n_workers=2"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads(proc.stdout[proc.stdout.index("{"):])
-    return result, data / "e2e"
+def recipe_run(cli_recipe_run, clean_env_module):
+    """The session's one `aworld recipe run` (tests/e2e/conftest.py, shared with test_secrets.py):
+    run id ``e2e``, 1 iteration, 6 prompts x 4 samples in 3 shards, 10 held-out episodes, 2 Dask
+    workers, a 60-step warm start of the base model the run created; its stdout parsed as JSON."""
+    return cli_recipe_run.result, cli_recipe_run.run_dir
 
 
 def _rows(run_dir, table):

@@ -1,6 +1,14 @@
 """The flow process is killed mid-iteration (SIGKILL, its whole process group): `aworld recipe resume`
 continues from the committed work, redoes none of it and duplicates no row; no vLLM server is left
-behind by the killed flow."""
+behind by the killed flow.
+
+The killed run serves its checkpoint itself (``serve.mode=local``: that is the server that must not be
+left behind). It starts from the session's warm-started model with no warm start of its own, and the
+resumed run is pointed at the session's vLLM server on that same model (``serve.mode=external``)
+instead of starting two more servers (~35-75 s each on 2 cores): the commits, rows and checkpoints
+checked here do not depend on who serves, and a recipe that serves each iteration itself is covered by
+test_recipe_cli.py.
+"""
 
 from __future__ import annotations
 
@@ -30,11 +38,11 @@ def _wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = N
         time.sleep(0.1)
 
 
-def test_flow_killed_mid_iteration_resumes_without_redoing_or_duplicating(base_model_dir, tmp_path, clean_env,
-                                                                          fault_ledger):
+def test_flow_killed_mid_iteration_resumes_without_redoing_or_duplicating(warm_model_dir, vllm_server, tmp_path,
+                                                                          clean_env, fault_ledger):
     data, port = tmp_path / "runs", free_port()
-    sets = [f"model.path={base_model_dir}", f"storage.uri={data}", f"serve.port={port}",
-            "train.warm_start.steps=20", "rollout.prompts_per_iteration=8", "rollout.samples_per_prompt=4",
+    sets = [f"model.path={warm_model_dir}", f"storage.uri={data}", f"serve.port={port}",
+            "train.warm_start.enabled=false", "rollout.prompts_per_iteration=8", "rollout.samples_per_prompt=4",
             "rollout.shards=4", "rollout.concurrency=4", "eval.episodes=8", "dask.n_workers=1",
             "dask.threads_per_worker=1", "env.params.tool_latency_s=0.2"]  # shards run one after another
     args = [a for s in sets for a in ("--set", s)]
@@ -52,7 +60,8 @@ def test_flow_killed_mid_iteration_resumes_without_redoing_or_duplicating(base_m
     assert not (data / "killme" / "checkpoints" / "iter-1" / "config.json").exists()
     _wait_for(lambda: port_is_free("127.0.0.1", port), 60, "the orphaned vLLM server to exit")
 
-    resume = subprocess.run([AWORLD, "recipe", "resume", "killme", "--quiet", "--set", f"storage.uri={data}"],
+    resume = subprocess.run([AWORLD, "recipe", "resume", "killme", "--quiet", "--set", f"storage.uri={data}",
+                             "--set", "serve.mode=external", "--set", f"serve.endpoints=[{vllm_server.url}]"],
                             cwd=REPO, capture_output=True, text=True, timeout=900)
     assert resume.returncode == 0, resume.stdout[-2000:] + resume.stderr[-3000:]
 

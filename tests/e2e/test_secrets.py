@@ -11,58 +11,27 @@ and logs, result storage).
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import sqlite3
-import string
-import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-from testkit import REPO, free_port
 
 pytestmark = pytest.mark.slow
 
 KEY_ENV = "AWORLD_TEST_POLICY_API_KEY"  # named by serve.api_key_env: the client sends it to vLLM
 
 
-def _fake_secrets() -> dict[str, str]:
-    rnd = secrets.SystemRandom()
-    upper = string.ascii_uppercase + string.digits
-    return {
-        "AWS_ACCESS_KEY_ID": "AKIA" + "".join(rnd.choice(upper) for _ in range(16)),
-        "AWS_SECRET_ACCESS_KEY": "awsSecret" + secrets.token_urlsafe(30),
-        "OPENAI_API_KEY": "sk-proj-leakcheck" + secrets.token_hex(20),
-        "HF_TOKEN": "hf_leakcheck" + secrets.token_hex(16),
-        KEY_ENV: "aworld-policy-key-" + secrets.token_hex(16),
-    }
-
-
 @pytest.fixture(scope="module")
-def secret_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("secrets")
-    work, prefect_home = root / "cwd", root / "prefect_home"
-    work.mkdir()
-    prefect_home.mkdir()
-    fake = _fake_secrets()
-    env = {k: v for k, v in os.environ.items() if not (k.startswith("PREFECT_") or k.startswith("AWS_"))}
-    env.update(fake)
-    env["PREFECT_HOME"] = str(prefect_home)  # the ephemeral API's database lands here
-    data = work / "runs"
-    cmd = [str(REPO / ".venv/bin/aworld"), "recipe", "run", "-c", str(REPO / "configs" / "local.yaml"),
-           "--run-id", "secrets", "--iterations", "1", "--json", "--log-json",
-           "--set", f"model.path={work / 'model'}",          # created by the run itself
-           "--set", f"serve.python={REPO / '.venv-vllm/bin/python'}",
-           "--set", f"storage.uri={data}",                   # local: the fake AWS keys are never used
-           "--set", f"serve.port={free_port()}", "--set", f"serve.api_key_env={KEY_ENV}",
-           "--set", "train.warm_start.steps=20",
-           "--set", "rollout.prompts_per_iteration=6", "--set", "rollout.samples_per_prompt=4",
-           "--set", "rollout.shards=3", "--set", "eval.episodes=10", "--set", "dask.n_workers=2"]
-    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc, fake, work, data / "secrets", prefect_home
+def secret_run(cli_recipe_run):
+    """The session's one `aworld recipe run` (tests/e2e/conftest.py, shared with test_recipe_cli.py):
+    fake AWS/OpenAI/HF credentials and a fake policy API key in its environment, its own cwd and
+    PREFECT_HOME, no PREFECT_*/AWS_* inherited, ``--json --log-json``, the model created by the run
+    itself under its cwd, local storage under ``<cwd>/runs``, ``serve.api_key_env`` set to ``KEY_ENV``."""
+    run = cli_recipe_run
+    assert run.key_env == KEY_ENV
+    assert set(run.fake) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY", "HF_TOKEN", KEY_ENV}
+    return run.proc, run.fake, run.work, run.run_dir, run.prefect_home
 
 
 def _hits(blob: bytes, fake: dict[str, str]) -> list[str]:
