@@ -132,10 +132,16 @@ class StorageConfig(_Section):
 
 
 class WarmStartConfig(_Section):
-    """Supervised warm start on demonstrations before RL (iteration 0)."""
+    """Supervised warm start on demonstrations before RL (iteration 0).
+
+    Many distinct demonstrations, few steps: on the tiny model 4096 demonstrations x 150 steps give a
+    format-correct policy that has begun to copy numbers (held-out ~31% sampled, ~52% greedy), while
+    256 demonstrations x 300 steps are memorised (~23% sampled, 26% greedy): RL then has to teach
+    copying from scratch and gains far less per iteration (measured, README "Training").
+    """
 
     enabled: bool = True
-    demonstrations: int = Field(256, ge=1)
+    demonstrations: int = Field(4096, ge=1, description="distinct gold transcripts (train split, far offset)")
     steps: int = Field(150, ge=0)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)

@@ -1,6 +1,6 @@
 """One real RL iteration measurably improves the policy on held-out tasks.
 
-Real rollouts (vLLM CPU server on the warm-started tiny model, 512 episodes), one update with the
+Real rollouts (vLLM CPU server on the warm-started tiny model, 1024 episodes: one benchmark iteration), one update with the
 default trainer backend (verl's GRPO advantages and PPO-clip loss, seeded), then a noise-free measure
 on 512 held-out tasks: the probability of sampling the gold transcript at temperature 1, a lower bound
 on each task's success probability (aworld_core/evaluation/gold_path.py). The improvement must be
@@ -29,11 +29,11 @@ def test_one_rl_iteration_significantly_raises_heldout_success_probability(vllm_
     loc = StorageLocation(str(tmp_path / "runs"))
     params = {"reward": "digits"}
     spec = ShardSpec(run_id="learn", iteration=0, phase="rollout", shard=0, num_shards=1, env_name="arithmetic",
-                     env_params=params, env_seed=1234, split="train", num_tasks=64, samples_per_task=8,
+                     env_params=params, env_seed=1234, split="train", num_tasks=128, samples_per_task=8,
                      endpoints=(vllm_server.url,), served_name="policy", tokenizer_dir=str(warm_model_dir),
                      checkpoint_id="warm", limits=LoopLimits(), concurrency=64, storage=loc)
     summary = run_shard(spec)
-    assert summary.episodes == 512 and summary.errors == 0
+    assert summary.episodes == 1024 and summary.errors == 0
     episodes = RunStore(loc, "learn").read("episodes")
     cfg = TrainConfig(lr=1e-4, clip_ratio_high=0.28, seed=0)
     report = get_trainer("torch")(warm_model_dir, tmp_path / "iter-1", episodes, cfg, 8)

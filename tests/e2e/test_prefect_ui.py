@@ -1,17 +1,15 @@
 """The progress artifacts as a person sees them: published by a flow to a real Prefect server, read
 back through its API, and rendered by the Prefect UI in headless Chromium (a screenshot is checked).
 
-Needs Debian chromium (`bash bin/setup-browser`). No vLLM: the run's rows are synthetic, committed with
+Needs Debian chromium (`bash bin/setup-browser`). No vLLM: the run's rows are synthetic (the artifacts of a
+real recipe run are rendered in test_deployment.py), committed with
 the real store, and the held-out evaluations go through the recipe's own `summarize_evaluation`.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import re
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -23,46 +21,10 @@ from aworld_core.config import RecipeConfig
 from aworld_core.rollout.shard import ShardSummary
 from aworld_core.storage.store import ShardKey
 from aworld_core.storage.synthetic import synthetic_shard
+from browser import assert_not_blank, render
 
 pytestmark = pytest.mark.slow
 RUN_ID = "ui-Run_1"  # upper case and '_' on purpose: artifact keys must come out as [a-z0-9-]
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1600,1200"]
-
-
-def chromium() -> str:
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        pytest.fail("headless Chromium missing: run `bash bin/setup-browser` (Debian package chromium)")
-    return path
-
-
-def render(url: str, out: Path, tmp_path: Path, budget_ms: int = 15_000) -> tuple[Path, str, str]:
-    """Load ``url`` in headless Chromium (its own fresh profile); returns the screenshot, the rendered
-    DOM and its visible text. ``--virtual-time-budget`` lets the single-page app fetch from the API
-    and render before the screenshot (virtual time: it takes ~2 s of real time, not 15)."""
-    profile = tmp_path / f"chromium-profile-{out.stem}"
-    proc = subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-                           f"--virtual-time-budget={budget_ms}", "--dump-dom", f"--screenshot={out}", url],
-                          capture_output=True, text=True, timeout=80)
-    shutil.rmtree(profile, ignore_errors=True)
-    assert out.exists(), f"no screenshot of {url} (rc {proc.returncode}): {proc.stderr[-2000:]}"
-    dom = proc.stdout
-    text = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
-    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
-    out.with_suffix(".txt").write_text(text)
-    return out, dom, text
-
-
-def distinct_colours(png: Path) -> int:
-    from PIL import Image
-
-    with Image.open(png) as img:
-        colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
-    return len(colours or [])
-
-
 def commit_run(cfg: RecipeConfig) -> list[recipe.EvalSummary]:
     """Two iterations of synthetic eval + rollout rows, and the recipe's held-out evaluation of each."""
     store = recipe.run_store(cfg)
@@ -141,7 +103,5 @@ def test_progress_artifacts_render_in_the_prefect_ui(prefect_server, clean_env, 
     assert table_key in tab_text and md_key in tab_text, tab_text[:2000]
     shot_s = time.monotonic() - t1
     for png in (page, table, tab):
-        size, colours = png.stat().st_size, distinct_colours(png)
-        print(f"{png}: {size:,} bytes, {colours} colours")
-        assert size > 30_000 and colours > 200, f"{png} looks blank: {size} bytes, {colours} colours"
+        assert_not_blank(png)
     print(f"publish {publish_s:.1f} s, UI renders {shot_s:.1f} s; markdown in {tmp_path / 'progress.md'}")
