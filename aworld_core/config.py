@@ -49,10 +49,14 @@ class ModelConfig(_Section):
     served_name: str = "policy"
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 class ServeConfig(_Section):
     """How the policy is served.
 
-    ``local``: the recipe starts a vLLM OpenAI-compatible server for each iteration's checkpoint.
+    ``local``: the recipe starts a vLLM OpenAI-compatible server (``replicas`` of them) for the first
+    checkpoint it serves and loads each later checkpoint into it (``reload``).
     ``external``: talk to ``endpoints`` (a GPU vLLM fleet, or a hosted API) and never start a server.
     """
 
@@ -71,6 +75,29 @@ class ServeConfig(_Section):
     api_key_env: str | None = Field(None, description="name of the env var holding the API key, if any")
     max_in_flight_per_endpoint: int = Field(64, ge=1)
     request_timeout_s: float = Field(120.0, gt=0)
+    reload: Literal["auto", "inplace", "restart"] = Field(
+        "auto", description="inplace: one server per run, each new checkpoint's weights loaded into it "
+                            "(~0.1 s; loopback only, see docs); restart: a fresh server per checkpoint; "
+                            "auto: inplace on loopback, else restart")
+
+    @property
+    def on_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
+
+    @property
+    def reload_in_place(self) -> bool:
+        """Whether a new checkpoint is loaded into the running server rather than a fresh one started."""
+        return self.reload == "inplace" or (self.reload == "auto" and self.on_loopback)
+
+    @model_validator(mode="after")
+    def _reload_only_on_loopback(self) -> "ServeConfig":
+        # In-place reload goes through vLLM's development endpoints (/collective_rpc), which must not
+        # face a network: anyone who reaches them can make the server load any path it can read.
+        if self.mode == "local" and self.reload == "inplace" and not self.on_loopback:
+            raise ValueError(f"serve.reload=inplace needs vLLM's development endpoints, which are only "
+                             f"enabled on loopback; serve.host={self.host!r} is not. Set serve.reload=restart "
+                             f"to serve on {self.host}, or keep serve.host=127.0.0.1")
+        return self
 
     @model_validator(mode="after")
     def _endpoints_for_external(self) -> "ServeConfig":

@@ -196,17 +196,21 @@ def main() -> None:
                          f"storage.uri={loc.base}", f"rollout.prompts_per_iteration={prompts}",
                          f"rollout.samples_per_prompt={SAMPLES}", f"rollout.shards={shards}",
                          f"rollout.concurrency={concurrency}", f"env.params.tool_latency_s={tool_latency}"]
-            t0 = time.perf_counter()
-            aworld_rollout(config_path=str(REPO / "configs/local.yaml"), overrides=overrides,
-                           checkpoint=str(model), run_id=run_id)
-            wall = time.perf_counter() - t0
+            t0, call_start = time.perf_counter(), time.time()
+            out = aworld_rollout(config_path=str(REPO / "configs/local.yaml"), overrides=overrides,
+                                 checkpoint=str(model), run_id=run_id)
+            wall, call_end = time.perf_counter() - t0, time.time()
             store = RunStore(loc, run_id)
             manifests = store.manifests(0, "rollout")
             # time inside shards: from the first shard's start to the last shard's commit (episodes +
-            # Parquet writes); the rest of the flow's wall time is Prefect + Dask.
-            in_shards = max(m["committed_at"] for m in manifests) - min(m["summary"]["started_at"] for m in manifests)
+            # Parquet writes); the rest of the flow's wall time is Prefect + Dask, split into its parts.
+            first = min(m["summary"]["started_at"] for m in manifests)
+            last = max(m["committed_at"] for m in manifests)
+            timing = out["timing"]
+            parts = {"prefect_start_s": timing["body_start"] - call_start, "dispatch_s": first - timing["body_start"],
+                     "collect_s": timing["body_end"] - last, "prefect_finish_s": call_end - timing["body_end"]}
             return {"run_id": run_id, "workers": workers, "shards": shards, "concurrency": concurrency,
-                    "wall_s": wall, "in_shards_s": in_shards, **episode_stats(store, "rollout")}
+                    "wall_s": wall, "in_shards_s": last - first, **parts, **episode_stats(store, "rollout")}
 
         def with_cluster(workers: int):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=8, processes=True, host="127.0.0.1",
@@ -274,9 +278,13 @@ def main() -> None:
         "efficiency": round(limit / wall_b, 3),
         "overhead_frac": round(1 - main_run["in_shards_s"] / wall_b, 4),
         "errors": main_run["errors"] + stats_a["errors"],
+        "outside_shards_s": {k: round(main_run[k], 3) for k in ("prefect_start_s", "dispatch_s", "collect_s",
+                                                                "prefect_finish_s")},
     }
     print(f"\n(b) flow: {main_run['episodes']} episodes in {wall_b:.2f} s "
           f"({main_run['shards']} shards x {main_run['concurrency']} in flight, {main_run['workers']} Dask workers)")
+    print("outside shards: " + ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {main_run[k]:.2f} s" for k in
+                                         ("prefect_start_s", "dispatch_s", "collect_s", "prefect_finish_s")))
     print(f"speedup {result['speedup']}x | efficiency {result['efficiency']:.0%} of max(server bound "
           f"{server_bound:.2f} s, tool bound {tool_bound:.2f} s) | overhead {result['overhead_frac']:.1%}")
     if scaling:

@@ -9,7 +9,7 @@ from typing import Iterator
 
 from aworld_core.config import RecipeConfig, load_config
 from tasks.rollout import close_clients, rollout_shard
-from tasks.serve import start_server, stop_all_servers, stop_server
+from tasks.serve import load_checkpoint, start_server, stop_all_servers, stop_server
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,43 @@ def served(cfg: RecipeConfig, model_dir: Path, iteration: int, log_dir: Path) ->
         stop_server(cfg.serve.port)
 
 
+class PolicyServing:
+    """The policy server(s) of one recipe run, across its iterations.
+
+    ``serve(ckpt, i)`` returns the endpoints serving checkpoint ``ckpt``: the configured fleet
+    (``serve.mode=external``), else a vLLM fleet started for the first checkpoint, into which each later
+    checkpoint is loaded in place (``serve.reload``, on loopback: ~0.1 s instead of a ~35 s restart on
+    2 CPU cores). ``pause()`` before training stops a fleet that is not reloaded in place: its next
+    checkpoint needs a fresh server anyway, and the trainer gets what it held (e.g. GPU memory).
+    """
+
+    def __init__(self, cfg: RecipeConfig, log_dir: Path) -> None:
+        self.cfg, self.log_dir = cfg, log_dir
+        self.urls: list[str] | None = None
+
+    def serve(self, ckpt: Path, iteration: int) -> list[str]:
+        if self.cfg.serve.mode == "external":
+            return list(self.cfg.serve.endpoints)
+        if self.urls is None:
+            self.urls = start_server(self.cfg, str(ckpt), iteration, str(self.log_dir))
+        else:
+            self.urls = load_checkpoint(self.cfg, str(ckpt), iteration, str(self.log_dir))
+        return self.urls
+
+    def pause(self) -> None:
+        if self.urls is not None and not self.cfg.serve.reload_in_place:
+            self.close()
+
+    def close(self) -> None:
+        if self.urls is not None:
+            stop_server(self.cfg.serve.port)
+            self.urls = None
+
+
 def run_phase(specs: list, dask_address: str) -> list:
     """Submit one Prefect task per shard (they run concurrently) and wait for all."""
     futures = [rollout_shard.submit(spec, dask_address) for spec in specs]
     return [f.result() for f in futures]
 
 
-__all__ = ["config_from_params", "dask_cluster", "served", "run_phase", "stop_all_servers"]
+__all__ = ["config_from_params", "dask_cluster", "served", "PolicyServing", "run_phase", "stop_all_servers"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,12 @@ def _checkpoint(cfg, checkpoint: str | None) -> Path:
 @flow(name="aworld-rollout", flow_run_name="rollout-{run_id}", log_prints=True)
 def aworld_rollout(config_path: str | None = "configs/local.yaml", overrides: list[str] | None = None,
                    checkpoint: str | None = None, iteration: int = 0, run_id: str | None = None) -> dict[str, Any]:
-    """Collect one iteration of training experience from ``checkpoint`` (default: the base model)."""
+    """Collect one iteration of training experience from ``checkpoint`` (default: the base model).
+
+    ``timing`` (wall-clock epoch seconds) lets a caller split the flow's wall time into Prefect's
+    start and finish around the body, and the body's dispatch before and after the shards.
+    """
+    body_start = time.time()
     cfg = config_from_params(config_path, overrides, run_id=run_id)
     ckpt = _checkpoint(cfg, checkpoint)
     store = recipe.run_store(cfg)
@@ -31,7 +37,7 @@ def aworld_rollout(config_path: str | None = "configs/local.yaml", overrides: li
     out = {"run_id": cfg.run_id, "data": store.display(), "episodes": sum(s.episodes for s in shards),
            "successes": sum(s.successes for s in shards), "errors": sum(s.errors for s in shards)}
     get_run_logger().info("rollout done: %s", out)
-    return out
+    return {**out, "timing": {"body_start": body_start, "body_end": time.time()}}
 
 
 @flow(name="aworld-evaluate", flow_run_name="evaluate-{run_id}", log_prints=True)

@@ -12,6 +12,7 @@ import threading
 
 from distributed import Client
 from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
 
 from aworld_core.progress import relay_from_dask
 from aworld_core.rollout.shard import ShardSpec, ShardSummary, run_shard
@@ -61,7 +62,8 @@ def _close_quietly(client: Client, timeout_s: float = 10.0) -> None:
 
 
 @task(name="rollout-shard", task_run_name="{spec.phase}-iter-{spec.iteration}-shard-{spec.shard}",
-      retries=2, retry_delay_seconds=5)
+      retries=2, retry_delay_seconds=5, cache_policy=NONE)  # idempotence is the shard's own commit:
+# no Prefect cache key to hash from the spec on every run, no result records
 def rollout_shard(spec: ShardSpec, dask_address: str) -> ShardSummary:
     client = dask_client(dask_address)
     key = f"{spec.run_id}-{spec.phase}-i{spec.iteration}-s{spec.shard}"

@@ -11,6 +11,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from aworld_core.config import RecipeConfig
+from aworld_core.errors import VLLMNotReady
 from aworld_core.inference.fleet import ServerFleet
 
 _FLEETS: dict[int, ServerFleet] = {}
@@ -26,6 +27,26 @@ def start_server(cfg: RecipeConfig, model_dir: str, iteration: int, log_dir: str
     _FLEETS[cfg.serve.port] = fleet
     get_run_logger().info("serving %s at %s", model_dir, ", ".join(fleet.urls))
     return fleet.urls
+
+
+@task(name="load-checkpoint", task_run_name="load-checkpoint-iter-{iteration}")
+def load_checkpoint(cfg: RecipeConfig, model_dir: str, iteration: int, log_dir: str) -> list[str]:
+    """Serve ``model_dir`` from the running fleet by loading its weights in place (``serve.reload=inplace``).
+
+    Without a running reloadable fleet, or if loading fails, it falls back to a fresh fleet: a run never
+    continues on the previous checkpoint's weights.
+    """
+    logger = get_run_logger()
+    fleet = _FLEETS.get(cfg.serve.port)
+    if fleet is not None and fleet.reloadable:
+        try:
+            fleet.load_checkpoint(Path(model_dir))
+            logger.info("serving %s at %s (weights loaded in place)", model_dir, ", ".join(fleet.urls))
+            return fleet.urls
+        except VLLMNotReady as exc:
+            logger.warning("in-place load failed, restarting the server instead: %s", exc)
+    stop_server.fn(cfg.serve.port)
+    return start_server.fn(cfg, model_dir, iteration, log_dir)
 
 
 @task(name="stop-server", task_run_name="stop-server-{port}")

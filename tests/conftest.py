@@ -43,7 +43,8 @@ def vllm_server(warm_model_dir, tmp_path_factory):
     if not VLLM_PYTHON.exists():
         pytest.fail(f"{VLLM_PYTHON} missing: run bin/setup")
     log = tmp_path_factory.mktemp("logs") / "vllm.log"
-    server = VLLMServer(warm_model_dir, python=VLLM_PYTHON, port=free_port(), log_path=log)
+    # reloadable: test_inplace_reload loads another checkpoint into it (and then the warm model back)
+    server = VLLMServer(warm_model_dir, python=VLLM_PYTHON, port=free_port(), log_path=log, reloadable=True)
     server.start()
     yield server
     server.stop()

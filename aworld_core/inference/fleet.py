@@ -30,11 +30,12 @@ class ServerFleet:
 
     def __init__(self, serve: ServeConfig, model_dir: Path, *, served_name: str, python: Path,
                  log_dir: Path, log_prefix: str = "vllm") -> None:
+        reloadable = serve.reload_in_place
         self.servers = [
             VLLMServer(model_dir, python=python, served_name=served_name, host=serve.host, port=serve.port + k,
                        kv_cache_gib=serve.kv_cache_gib, max_model_len=serve.max_model_len,
                        startup_timeout_s=serve.startup_timeout_s, extra_args=serve.extra_args,
-                       env=replica_env(serve, k),
+                       env=replica_env(serve, k), reloadable=reloadable,
                        log_path=Path(log_dir) / (f"{log_prefix}.log" if serve.replicas == 1
                                                  else f"{log_prefix}-replica{k}.log"))
             for k in range(serve.replicas)]
@@ -60,6 +61,15 @@ class ServerFleet:
             self.stop()
             raise failed[0]
         return self
+
+    def load_checkpoint(self, model_dir: Path) -> None:
+        """Load a new checkpoint into every replica, in place (see VLLMServer.load_checkpoint)."""
+        for s in self.servers:
+            s.load_checkpoint(model_dir)
+
+    @property
+    def reloadable(self) -> bool:
+        return all(s.reloadable and s.running for s in self.servers)
 
     def stop(self) -> None:
         for s in self.servers:

@@ -18,11 +18,15 @@ from pathlib import Path
 
 import httpx
 
+from aworld_core.config import LOOPBACK_HOSTS
 from aworld_core.errors import ConfigError, VLLMNotReady
 from aworld_core.model.tiny import check_model_dir
 from aworld_core.processes import stop_process_group
 
 log = logging.getLogger(__name__)
+# Imported by the vLLM server process itself (its own virtualenv): see vllm_worker/aworld_vllm_worker.py
+WORKER_EXTENSION_DIR = Path(__file__).parent / "vllm_worker"
+WORKER_EXTENSION = "aworld_vllm_worker.AworldWorkerExtension"
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -59,7 +63,7 @@ class VLLMServer:
                  host: str = "127.0.0.1", port: int = 8011, kv_cache_gib: int = 1,
                  max_model_len: int = 1024, startup_timeout_s: float = 300.0,
                  log_path: Path | None = None, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, reloadable: bool = False) -> None:
         self.model_dir = check_model_dir(Path(model_dir))
         self.python = Path(python)
         if not self.python.exists():
@@ -71,6 +75,10 @@ class VLLMServer:
         self.log_path = Path(log_path) if log_path else Path(f"vllm-{port}.log")
         self.extra_args = list(extra_args or [])
         self.env_overrides = dict(env or {})
+        self.reloadable = reloadable
+        if reloadable and host not in LOOPBACK_HOSTS:
+            raise ConfigError(f"a reloadable vLLM server enables its development endpoints: it must listen on "
+                              f"loopback, not {host!r} (set serve.reload=restart)")
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -82,7 +90,8 @@ class VLLMServer:
         return [str(self.python), "-m", "vllm.entrypoints.openai.api_server",
                 "--model", str(self.model_dir), "--served-model-name", self.served_name,
                 "--host", self.host, "--port", str(self.port), "--max-model-len", str(self.max_model_len),
-                "--dtype", "float32", "--seed", "0", "--disable-log-stats", *self.extra_args]
+                "--dtype", "float32", "--seed", "0", "--disable-log-stats",
+                *(["--worker-extension-cls", WORKER_EXTENSION] if self.reloadable else []), *self.extra_args]
 
     def start(self) -> "VLLMServer":
         self.launch()
@@ -107,6 +116,9 @@ class VLLMServer:
         # graph, and a start takes ~35 s instead of ~75 s on 2 cores (measured; same throughput).
         env.setdefault("VLLM_USE_AOT_COMPILE", "0")
         env["VLLM_NO_USAGE_STATS"] = "1"
+        if self.reloadable:  # /collective_rpc reaches our worker extension (a file on PYTHONPATH)
+            env["VLLM_SERVER_DEV_MODE"] = "1"
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(WORKER_EXTENSION_DIR), env.get("PYTHONPATH")) if p)
         env.update(self.env_overrides)  # e.g. CUDA_VISIBLE_DEVICES for one replica per GPU
         env["DO_NOT_TRACK"] = "1"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +160,29 @@ class VLLMServer:
             return
         stop_process_group(proc, grace_s)
         log.info("vLLM on port %d stopped", self.port)
+
+    def load_checkpoint(self, model_dir: Path, timeout_s: float = 600.0) -> None:
+        """Load ``model_dir``'s weights into the running server, in place (same architecture and
+        tokenizer; the served name stays). The prefix cache is then reset: its KV entries were computed
+        with the old weights. Raises VLLMNotReady if any worker did not confirm the new path."""
+        if not self.reloadable:
+            raise ConfigError("this server was started without reloadable=True; restart it instead")
+        model_dir = check_model_dir(Path(model_dir)).resolve()
+        root = f"http://{self.host}:{self.port}"
+        t0 = time.monotonic()
+        try:
+            r = httpx.post(f"{root}/collective_rpc", json={"method": "aworld_reload_checkpoint",
+                                                           "args": [str(model_dir)]}, timeout=timeout_s)
+            r.raise_for_status()
+            loaded = r.json().get("results", [])
+            if not loaded or any(x != str(model_dir) for x in loaded):
+                raise VLLMNotReady(f"vLLM on port {self.port} did not confirm loading {model_dir}: {loaded}")
+            httpx.post(f"{root}/reset_prefix_cache", timeout=60).raise_for_status()
+        except httpx.HTTPError as exc:
+            raise VLLMNotReady(f"loading {model_dir} into vLLM on port {self.port} failed: {exc}; see the end "
+                               f"of {self.log_path}:\n{self.tail_log()}") from exc
+        self.model_dir = model_dir
+        log.info("vLLM on port %d now serves %s (loaded in %.2f s)", self.port, model_dir, time.monotonic() - t0)
 
     @property
     def running(self) -> bool:

@@ -53,7 +53,15 @@ class Batch:
         return self.input_ids.shape[0]
 
     def select(self, idx: torch.Tensor) -> "Batch":
-        return Batch(self.input_ids[idx], self.attention_mask[idx], self.response_index[idx],
+        """The rows ``idx``, with the padding columns that none of them uses cut off.
+
+        The full batch is padded to its longest episode (a rare long failure can be 2-3x the median);
+        a minibatch only needs its own longest, and the forward pass costs what it is padded to. The
+        response tensors keep their width, so per-row results line up with the full batch's.
+        """
+        attn = self.attention_mask[idx]
+        width = max(int(attn.sum(dim=1).max()), 1) if len(idx) else self.input_ids.shape[1]
+        return Batch(self.input_ids[idx, :width], attn[:, :width], self.response_index[idx],
                      self.response_mask[idx], self.rollout_logprobs[idx], self.rewards[idx],
                      [self.groups[i] for i in idx.tolist()])
 
@@ -83,11 +91,15 @@ def collate(samples: list[Sample], pad_id: int) -> Batch:
 
 
 def response_logprobs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    """Log-probability the model assigns to each response token: [B, R] (0 where padded)."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
-    # logits at position j predict token j+1, so token at position p is scored by logits[p-1].
+    """Log-probability the model assigns to each response token: [B, R] (0 where padded).
+
+    The output head runs only at the positions that score a response token (the hidden state at
+    position p-1 predicts token p), not over the whole prompt: same numbers, less work.
+    """
+    hidden = model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
     prev = (batch.response_index - 1).clamp(min=0)
-    picked_logits = torch.gather(logits, 1, prev.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+    picked = torch.gather(hidden, 1, prev.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+    picked_logits = model.get_output_embeddings()(picked).float()
     targets = torch.gather(batch.input_ids, 1, batch.response_index)
     lp = torch.log_softmax(picked_logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return lp * (batch.response_index > 0).float()

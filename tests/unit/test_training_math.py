@@ -58,15 +58,47 @@ def test_collate_aligns_response_columns():
 
 
 class _Bigram(torch.nn.Module):
-    """logits at position t depend only on token t: makes the expected logprobs easy to compute."""
+    """logits at position t depend only on token t: makes the expected logprobs easy to compute.
+    (Hidden state at t = one-hot of token t; the output head is the table.)"""
 
     def __init__(self, vocab=11):
         super().__init__()
         torch.manual_seed(0)
+        self.vocab = vocab
         self.table = torch.nn.Parameter(torch.randn(vocab, vocab))
 
-    def forward(self, input_ids, attention_mask):
-        return type("Out", (), {"logits": self.table[input_ids]})()
+    def get_decoder(self):
+        def decoder(input_ids, attention_mask):
+            hidden = torch.nn.functional.one_hot(input_ids, self.vocab).float()
+            return type("Out", (), {"last_hidden_state": hidden})()
+        return decoder
+
+    def get_output_embeddings(self):
+        return lambda hidden: hidden @ self.table
+
+
+def test_minibatch_is_cut_to_its_own_longest_row_and_scores_the_same():
+    """select() drops padding no selected row uses; on a real (tiny, random) Qwen3 the response
+    logprobs of a trimmed minibatch equal those from the full-width batch and from full logits."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(Qwen3Config(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2, head_dim=16)).eval()
+    short = [_sample([3, 4, 5, 6, 7], 2, [0, 0, 1, 1, 1]), _sample([3, 4, 8, 9], 2, [0, 0, 1, 1])]
+    long = _sample(list(range(1, 21)), 3, [0] * 3 + [1] * 17)
+    full = collate(short + [long], pad_id=0)
+    mb = full.select(torch.tensor([0, 1]))
+    assert full.input_ids.shape[1] == 20 and mb.input_ids.shape[1] == 5
+    assert mb.response_index.shape == (2, full.response_index.shape[1])  # response width kept: rows line up
+    with torch.no_grad():
+        trimmed = response_logprobs(model, mb)
+        wide = response_logprobs(model, collate(short + [long], pad_id=0))[:2]
+        logits = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits
+    assert torch.allclose(trimmed, wide, atol=1e-5)
+    logp = torch.log_softmax(logits, -1)
+    expected = logp[0, 1:4].gather(-1, torch.tensor([[5], [6], [7]])).squeeze(-1)  # tokens 5,6,7 at positions 2-4
+    assert torch.allclose(trimmed[0, :3], expected, atol=1e-5)
 
 
 def test_response_logprobs_score_token_p_with_logits_at_p_minus_1():
