@@ -108,10 +108,11 @@ def recipe_run(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt,
     """
     _setup_logging(quiet, log_json)
     cfg = _load(config, set_, iterations=iterations, run_id=run_id)
+    from flows.common import in_process_settings
     from flows.recipe import aworld_recipe
 
     try:
-        with _progress(quiet or log_json):
+        with _progress(quiet or log_json), in_process_settings():
             result = aworld_recipe(config_path=config, overrides=list(set_ or []), iterations=cfg.iterations,
                                    run_id=cfg.with_run_id().run_id)
     except AWorldError as exc:
@@ -131,10 +132,12 @@ def recipe_resume(run_id: str, config: str = ConfigOpt, set_: Optional[list[str]
     """
     _setup_logging(quiet)
     overrides = _run_overrides(run_id, config, set_)
+    from flows.common import in_process_settings
     from flows.recipe import aworld_recipe
 
     try:
-        result = aworld_recipe(config_path=None, overrides=overrides, run_id=run_id)
+        with in_process_settings():
+            result = aworld_recipe(config_path=None, overrides=overrides, run_id=run_id)
     except AWorldError as exc:
         _fail(exc)
     print_recipe_result(result)
@@ -211,10 +214,13 @@ def rollout(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt,
     """Collect one iteration of experience (no training)."""
     _setup_logging(False)
     _load(config, set_)
+    from flows.common import in_process_settings
     from flows.rollout import aworld_rollout
 
     try:
-        out.print_json(json.dumps(aworld_rollout(config, list(set_ or []), checkpoint, 0, run_id)))
+        with in_process_settings():
+            result = aworld_rollout(config, list(set_ or []), checkpoint, 0, run_id)
+        out.print_json(json.dumps(result))
     except AWorldError as exc:
         _fail(exc)
 
@@ -226,10 +232,13 @@ def evaluate(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt,
     """Held-out success of a checkpoint on the configured environment."""
     _setup_logging(False)
     _load(config, set_)
+    from flows.common import in_process_settings
     from flows.rollout import aworld_evaluate
 
     try:
-        out.print_json(json.dumps(aworld_evaluate(config, list(set_ or []), checkpoint, 0, run_id)))
+        with in_process_settings():
+            result = aworld_evaluate(config, list(set_ or []), checkpoint, 0, run_id)
+        out.print_json(json.dumps(result))
     except AWorldError as exc:
         _fail(exc)
 

@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="storage uri (default: a temp dir)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    from flows.common import in_process_settings
     from flows.recipe import aworld_recipe
 
     out = args.out or tempfile.mkdtemp(prefix="aworld-learning-")
@@ -54,8 +55,9 @@ def main() -> None:
     overrides = DEFAULTS + [f"storage.uri={out}", f"model.path={model_dir}"] + args.overrides
     run_id = "learning-" + time.strftime("%Y%m%d-%H%M%S")
     t0 = time.perf_counter()
-    result = aworld_recipe(config_path=str(REPO / "configs/local.yaml"), overrides=overrides,
-                           iterations=args.iterations, run_id=run_id)
+    with in_process_settings():  # as `aworld recipe run` calls it
+        result = aworld_recipe(config_path=str(REPO / "configs/local.yaml"), overrides=overrides,
+                               iterations=args.iterations, run_id=run_id)
     wall = time.perf_counter() - t0
     curve = [{"iteration": e["iteration"], "success": e["success_rate"], "mean_reward": e["mean_reward"],
               "episodes": e["episodes"]} for e in result["evaluations"]]

@@ -160,6 +160,7 @@ def main() -> None:
     from aworld_core.rollout.shard import ShardSpec, run_shard
     from aworld_core.storage.store import RunStore
     from aworld_core.storage.uri import StorageLocation
+    from flows.common import in_process_settings
     from flows.rollout import aworld_rollout
     from tasks.rollout import close_clients
 
@@ -197,8 +198,9 @@ def main() -> None:
                          f"rollout.samples_per_prompt={SAMPLES}", f"rollout.shards={shards}",
                          f"rollout.concurrency={concurrency}", f"env.params.tool_latency_s={tool_latency}"]
             t0, call_start = time.perf_counter(), time.time()
-            out = aworld_rollout(config_path=str(REPO / "configs/local.yaml"), overrides=overrides,
-                                 checkpoint=str(model), run_id=run_id)
+            with in_process_settings():  # as `aworld rollout` calls it
+                out = aworld_rollout(config_path=str(REPO / "configs/local.yaml"), overrides=overrides,
+                                     checkpoint=str(model), run_id=run_id)
             wall, call_end = time.perf_counter() - t0, time.time()
             store = RunStore(loc, run_id)
             manifests = store.manifests(0, "rollout")
