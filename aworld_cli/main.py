@@ -207,40 +207,37 @@ def model_init(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt,
         _fail(exc)
 
 
-@app.command("rollout")
-def rollout(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt,
-            checkpoint: Optional[str] = typer.Option(None, help="HF model dir to serve (default: base model)"),
-            run_id: Optional[str] = None) -> None:
-    """Collect one iteration of experience (no training)."""
+CheckpointOpt = typer.Option(None, help="HF model dir to serve (default: base model)")
+
+
+def _one_checkpoint_flow(flow_name: str, config: str, set_: Optional[list[str]], checkpoint: Optional[str],
+                         run_id: Optional[str]) -> None:
+    """Run one of the single-checkpoint flows (flows/rollout.py) in this process; print its result."""
     _setup_logging(False)
     _load(config, set_)
+    import flows.rollout
     from flows.common import in_process_settings
-    from flows.rollout import aworld_rollout
 
     try:
         with in_process_settings():
-            result = aworld_rollout(config, list(set_ or []), checkpoint, 0, run_id)
+            result = getattr(flows.rollout, flow_name)(config, list(set_ or []), checkpoint, 0, run_id)
         out.print_json(json.dumps(result))
     except AWorldError as exc:
         _fail(exc)
+
+
+@app.command("rollout")
+def rollout(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt, checkpoint: Optional[str] = CheckpointOpt,
+            run_id: Optional[str] = None) -> None:
+    """Collect one iteration of experience (no training)."""
+    _one_checkpoint_flow("aworld_rollout", config, set_, checkpoint, run_id)
 
 
 @app.command("eval")
-def evaluate(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt,
-             checkpoint: Optional[str] = typer.Option(None, help="HF model dir to serve (default: base model)"),
+def evaluate(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt, checkpoint: Optional[str] = CheckpointOpt,
              run_id: Optional[str] = None) -> None:
     """Held-out success of a checkpoint on the configured environment."""
-    _setup_logging(False)
-    _load(config, set_)
-    from flows.common import in_process_settings
-    from flows.rollout import aworld_evaluate
-
-    try:
-        with in_process_settings():
-            result = aworld_evaluate(config, list(set_ or []), checkpoint, 0, run_id)
-        out.print_json(json.dumps(result))
-    except AWorldError as exc:
-        _fail(exc)
+    _one_checkpoint_flow("aworld_evaluate", config, set_, checkpoint, run_id)
 
 
 @app.command("serve")

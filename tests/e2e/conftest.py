@@ -3,8 +3,8 @@
 ``cli_recipe_run``: ONE real ``aworld recipe run`` (vLLM CPU, Dask LocalCluster, Prefect's ephemeral API),
 1 iteration with a handful of episodes, shared by ``test_recipe_cli.py`` (what the run produced) and
 ``test_secrets.py`` (that none of the fake credentials set in its environment ends up in anything it
-wrote). Each recipe run starts a vLLM server per iteration, so running it once instead of once per
-module saves several minutes of the suite.
+wrote). Each recipe run starts its own vLLM server (and warm-starts a model), so running it once instead
+of once per module saves minutes of the suite.
 
 The run is set up the way test_secrets needs it: its own working directory (every file written relative
 to the cwd is searched), its own PREFECT_HOME (the ephemeral API's database is searched), no PREFECT_* /

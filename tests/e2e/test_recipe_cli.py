@@ -131,3 +131,22 @@ def test_serve_cli_serves_a_checkpoint_until_interrupted(recipe_run, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize("command,phase", [("rollout", "rollout"), ("eval", "eval")])
+def test_single_checkpoint_commands_store_their_episodes(command, phase, vllm_server, warm_model_dir, tmp_path,
+                                                          clean_env_module):
+    """`aworld rollout` / `aworld eval` against the session's server: JSON result, rows committed."""
+    sets = ["serve.mode=external", f"serve.endpoints=[{vllm_server.url}]", f"storage.uri={tmp_path / 'runs'}",
+            "rollout.prompts_per_iteration=4", "rollout.samples_per_prompt=2", "rollout.shards=2",
+            "eval.episodes=6", "dask.n_workers=1"]
+    proc = subprocess.run([str(REPO / ".venv/bin/aworld"), command, "-c", str(REPO / "configs/local.yaml"),
+                           "--checkpoint", str(warm_model_dir),
+                           "--run-id", f"cli-{command}", *[a for s in sets for a in ("--set", s)]],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["run_id"] == f"cli-{command}"
+    episodes = _rows(tmp_path / "runs" / f"cli-{command}", "episodes")
+    assert len(episodes) == (8 if phase == "rollout" else 6) and {e["phase"] for e in episodes} == {phase}
+    assert result["episodes"] == len(episodes)
