@@ -23,13 +23,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 # Settings measured on 2 CPU cores (README "Benchmarks"): a short warm start on many distinct
-# demonstrations (SFT, 4096 x 150 steps: format-correct, ~31% sampled), 128 prompts x 8 samples per
-# iteration, digit-shaped reward (success stays exact match), lr 1e-4 with clip-higher 0.28, 1024
+# demonstrations (SFT, 4096 x 150 steps: format-correct, ~30% sampled), 192 prompts x 8 samples per
+# iteration (1536 episodes: +27.6 points in 11.6 min, against +20.5 with 128 prompts), digit-shaped reward (success stays exact match), lr 1e-4 with clip-higher 0.28, 1024
 # held-out episodes per evaluation (noise ~1.4 points).
 DEFAULTS = [
     "train.warm_start.steps=150",
     "train.warm_start.demonstrations=4096",
-    "rollout.prompts_per_iteration=128",
+    "rollout.prompts_per_iteration=192",
     "rollout.samples_per_prompt=8",
     "env.params.reward=digits",
     "eval.episodes=1024",
