@@ -109,4 +109,5 @@ def run_phase(specs: list, dask_address: str) -> list:
     return [f.result() for f in futures]
 
 
-__all__ = ["config_from_params", "in_process_settings", "dask_cluster", "served", "PolicyServing", "run_phase", "stop_all_servers"]
+__all__ = ["config_from_params", "in_process_settings", "dask_cluster", "served", "PolicyServing", "run_phase",
+           "stop_all_servers"]
