@@ -196,11 +196,23 @@ class TrainConfig(_Section):
     clip_ratio_high: float | None = Field(None, gt=0, description="upper bound 1 + this (DAPO clip-higher); "
                                                                   "default: clip_ratio")
     kl_coef: float = Field(0.0, ge=0)
+    self_imitation_coef: float = Field(0.0, ge=0, description="weight of an NLL term on the iteration's own "
+                                                              "successful episodes (rejection-sampling SFT "
+                                                              "mixed into the RL update; 0 = off)")
     max_grad_norm: float = Field(1.0, gt=0)
     skip_uniform_groups: bool = True
+    persist_optimizer: bool = Field(True, description="carry AdamW moments from one iteration to the next "
+                                                      "(torch backend; stored as optimizer.pt in the checkpoint)")
     seed: int = 0
     warm_start: WarmStartConfig = WarmStartConfig()
     verl: VerlEngineConfig = VerlEngineConfig()
+
+    @model_validator(mode="after")
+    def _torch_only_options(self) -> "TrainConfig":
+        if self.self_imitation_coef > 0 and self.backend != "torch":
+            raise ValueError(f"train.self_imitation_coef is implemented by the torch backend only; set it to 0 "
+                             f"or use train.backend=torch (got backend {self.backend!r})")
+        return self
 
 
 class EvalConfig(_Section):

@@ -73,3 +73,15 @@ def kl_loss(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, response_mask: t
 
     kl = kl_penalty(logprobs, ref_logprobs, kl_penalty=kind)
     return agg_loss(loss_mat=kl, loss_mask=response_mask, loss_agg_mode=loss_agg_mode)
+
+
+def self_imitation_loss(logprobs: torch.Tensor, response_mask: torch.Tensor,
+                        successes: torch.Tensor) -> torch.Tensor:
+    """Token-mean negative log-likelihood of the model's own successful episodes (0 if there are none).
+
+    Rejection-sampling fine-tuning mixed into the RL update: the successes of this iteration's practice
+    are imitated directly, without PPO's clip on how far one update may move a token. Only model-sampled
+    tokens count (tool observations are masked out like in the policy loss).
+    """
+    mask = response_mask * successes.unsqueeze(-1)
+    return -(logprobs * mask).sum() / mask.sum().clamp(min=1.0)

@@ -24,18 +24,20 @@ class Sample:
     loss_mask: list[int]  # over the whole sequence
     logprobs: list[float]  # rollout logprobs over the whole sequence
     reward: float
+    success: bool = False  # the environment's verdict (reward may be shaped; success is exact)
 
 
 def samples_from_table(episodes: pa.Table) -> list[Sample]:
     """Samples from an ``episodes`` table; episodes that ended in an error carry no signal and are dropped."""
     cols = episodes.select(["episode_id", "iteration", "task_id", "token_ids", "prompt_tokens", "loss_mask",
-                            "logprobs", "reward", "stop_reason"]).to_pylist()
+                            "logprobs", "reward", "success", "stop_reason"]).to_pylist()
     out = []
     for r in cols:
         if r["stop_reason"] == "error" or not any(r["loss_mask"]):
             continue
         out.append(Sample(r["episode_id"], f"{r['iteration']}/{r['task_id']}", r["token_ids"],
-                          r["prompt_tokens"], r["loss_mask"], r["logprobs"], float(r["reward"])))
+                          r["prompt_tokens"], r["loss_mask"], r["logprobs"], float(r["reward"]),
+                          bool(r["success"])))
     return out
 
 
@@ -47,6 +49,7 @@ class Batch:
     response_mask: torch.Tensor  # [B, R] float: 1 where the model sampled the token
     rollout_logprobs: torch.Tensor  # [B, R] float
     rewards: torch.Tensor  # [B] float
+    successes: torch.Tensor  # [B] float, 1.0 where the episode succeeded
     groups: list[str]
 
     def __len__(self) -> int:
@@ -63,7 +66,7 @@ class Batch:
         width = max(int(attn.sum(dim=1).max()), 1) if len(idx) else self.input_ids.shape[1]
         return Batch(self.input_ids[idx, :width], attn[:, :width], self.response_index[idx],
                      self.response_mask[idx], self.rollout_logprobs[idx], self.rewards[idx],
-                     [self.groups[i] for i in idx.tolist()])
+                     self.successes[idx], [self.groups[i] for i in idx.tolist()])
 
 
 def collate(samples: list[Sample], pad_id: int) -> Batch:
@@ -87,7 +90,8 @@ def collate(samples: list[Sample], pad_id: int) -> Batch:
         r_mask[i, :k] = torch.tensor(s.loss_mask[p:], dtype=torch.float32)
         r_lp[i, :k] = torch.tensor(s.logprobs[p:], dtype=torch.float32)
     rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32)
-    return Batch(input_ids, attn, r_index, r_mask, r_lp, rewards, [s.group for s in samples])
+    successes = torch.tensor([float(s.success) for s in samples], dtype=torch.float32)
+    return Batch(input_ids, attn, r_index, r_mask, r_lp, rewards, successes, [s.group for s in samples])
 
 
 def response_logprobs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:

@@ -24,6 +24,9 @@ from aworld_core.training.batch import collate, response_logprobs, samples_from_
 
 log = logging.getLogger(__name__)
 
+# AdamW moments carried from one iteration's update to the next (the RL optimizer only; the warm
+# start's SFT optimizer is not carried). Not a weight file: vLLM and the in-place loader ignore it.
+OPTIMIZER_FILE = "optimizer.pt"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "chat_template.jinja", "generation_config.json")
 
@@ -107,6 +110,8 @@ def train_torch(ckpt_in: Path, ckpt_out: Path, episodes: pa.Table, cfg: TrainCon
             ((old_lp - batch.rollout_logprobs).abs() * batch.response_mask).sum() / batch.response_mask.sum())
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        if cfg.persist_optimizer:
+            metrics["optimizer_resumed"] = float(_resume_optimizer(opt, ckpt_in / OPTIMIZER_FILE, cfg.lr))
         gen = torch.Generator().manual_seed(cfg.seed)
         for _epoch in range(cfg.epochs):
             for idx in torch.randperm(len(batch), generator=gen).split(cfg.minibatch_size):
@@ -114,6 +119,10 @@ def train_torch(ckpt_in: Path, ckpt_out: Path, episodes: pa.Table, cfg: TrainCon
                 lp = response_logprobs(model, mb)
                 loss, m = algos.policy_loss(cfg.policy_loss, old_lp[idx], lp, adv[idx], mb.response_mask,
                                             cfg.loss_agg_mode, actor_cfg)
+                if cfg.self_imitation_coef > 0:
+                    sil = algos.self_imitation_loss(lp, mb.response_mask, mb.successes)
+                    loss = loss + cfg.self_imitation_coef * sil
+                    metrics["self_imitation_nll"] = float(sil.detach())
                 if ref_lp is not None:
                     loss = loss + cfg.kl_coef * algos.kl_loss(lp, ref_lp[idx], mb.response_mask,
                                                               cfg.loss_agg_mode)
@@ -127,17 +136,44 @@ def train_torch(ckpt_in: Path, ckpt_out: Path, episodes: pa.Table, cfg: TrainCon
                 metrics.update({k: float(v) for k, v in m.items() if isinstance(v, (int, float))})
     else:
         log.warning("every group had identical rewards; checkpoint is unchanged this iteration")
-    _save(model, ckpt_in, ckpt_out)
+    _save(model, ckpt_in, ckpt_out, opt.state_dict() if steps and cfg.persist_optimizer else None,
+          carry_optimizer=cfg.persist_optimizer)
     return TrainReport(str(ckpt_out), len(samples), len(keep), steps, time.perf_counter() - t0,
                        mean_reward, metrics)
 
 
-def _save(model: torch.nn.Module, ckpt_in: Path, ckpt_out: Path) -> None:
+def _resume_optimizer(opt: torch.optim.Optimizer, path: Path, lr: float) -> bool:
+    """Load the previous iteration's AdamW moments, if it left them; True when loaded.
+
+    Why: a fresh AdamW takes its first steps at about ``lr`` in every coordinate, whatever the
+    gradient's scale (bias-corrected m/sqrt(v) is ~sign(g)), so restarting it every iteration adds a
+    burst of noise at each iteration's start. verl's actor keeps its optimizer across steps; so do we.
+    The learning rate is always the configured one, never the saved one.
+    """
+    if not path.is_file():
+        return False
+    try:
+        opt.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except (ValueError, RuntimeError, KeyError) as e:  # another architecture or a damaged file
+        log.warning("not resuming optimizer state from %s (%s); starting AdamW fresh", path, e)
+        opt.state.clear()
+        return False
+    for group in opt.param_groups:
+        group["lr"] = lr
+    return True
+
+
+def _save(model: torch.nn.Module, ckpt_in: Path, ckpt_out: Path, optimizer_state: dict | None = None,
+          carry_optimizer: bool = False) -> None:
     """Write the checkpoint atomically: a half-written directory must never be served."""
     tmp = ckpt_out.with_name(ckpt_out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp, safe_serialization=True)
     copy_tokenizer(ckpt_in, tmp)
+    if optimizer_state is not None:
+        torch.save(optimizer_state, tmp / OPTIMIZER_FILE)
+    elif carry_optimizer and (ckpt_in / OPTIMIZER_FILE).is_file():  # no update this iteration: the moments carry over as they are
+        shutil.copy2(ckpt_in / OPTIMIZER_FILE, tmp / OPTIMIZER_FILE)
     shutil.rmtree(ckpt_out, ignore_errors=True)
     tmp.rename(ckpt_out)

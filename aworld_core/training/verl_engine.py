@@ -43,7 +43,7 @@ autocast and ``torch.compile`` (turned off for speed and precision; both are ver
 raises "The module has CPU parameters or buffers when `sync_module_states=True`, which requires them to
 be on GPU"; checked). Gradient checkpointing is off on CPU only because a
 tiny model does not need it. verl's weight sync into a colocated vLLM is not used at all: the recipe
-restarts vLLM on the saved checkpoint.
+loads the saved checkpoint into its vLLM server (in place, or by a restart).
 
 Launch settings live in ``train.verl`` (:class:`aworld_core.config.VerlEngineConfig`): ``nproc``
 (ranks; default: the number of visible CUDA devices, or 1 on CPU), ``max_tokens_per_gpu`` (dynamic

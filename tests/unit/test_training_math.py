@@ -114,14 +114,14 @@ def test_response_logprobs_score_token_p_with_logits_at_p_minus_1():
 def test_samples_from_table_drops_errored_and_empty():
     rows = [
         dict(episode_id="a", iteration=0, task_id="t", token_ids=[1, 2, 3], prompt_tokens=1, loss_mask=[0, 1, 1],
-             logprobs=[0, -1, -1], reward=1.0, stop_reason="answer"),
+             logprobs=[0, -1, -1], reward=1.0, success=True, stop_reason="answer"),
         dict(episode_id="b", iteration=0, task_id="t", token_ids=[1, 2], prompt_tokens=1, loss_mask=[0, 1],
-             logprobs=[0, -1], reward=0.0, stop_reason="error"),
+             logprobs=[0, -1], reward=0.0, success=False, stop_reason="error"),
         dict(episode_id="c", iteration=0, task_id="t", token_ids=[1], prompt_tokens=1, loss_mask=[0],
-             logprobs=[0], reward=0.0, stop_reason="max_total_tokens"),
+             logprobs=[0], reward=0.0, success=False, stop_reason="max_total_tokens"),
     ]
     samples = samples_from_table(pa.Table.from_pylist(rows))
-    assert [s.episode_id for s in samples] == ["a"] and samples[0].group == "0/t"
+    assert [s.episode_id for s in samples] == ["a"] and samples[0].group == "0/t" and samples[0].success
 
 
 def test_clip_ratio_from_config_reaches_verl():
@@ -144,3 +144,33 @@ def test_clip_higher_lets_positive_advantage_tokens_grow_further():
     _, down = algos.policy_loss("vanilla", old, torch.full((1, 1), -0.15), -torch.ones(1, 1), mask,
                                 "token-mean", cfg)
     assert down["actor/pg_clipfrac"] == 1.0
+
+
+def test_self_imitation_is_token_mean_nll_over_successful_sampled_tokens():
+    lp = torch.tensor([[-1.0, -2.0, -3.0], [-4.0, -5.0, -6.0], [-7.0, -8.0, -9.0]], requires_grad=True)
+    mask = torch.tensor([[1, 0, 1], [1, 1, 1], [1, 1, 0]], dtype=torch.float32)
+    succ = torch.tensor([1.0, 0.0, 1.0])
+    loss = algos.self_imitation_loss(lp, mask, succ)
+    # rows 0 and 2 succeeded; their sampled tokens: -1, -3, -7, -8 -> mean NLL 19/4
+    assert loss.item() == pytest.approx(19 / 4)
+    loss.backward()
+    assert lp.grad[1].eq(0).all(), "a failed episode is not imitated"
+    assert lp.grad[0, 1] == 0 and lp.grad[2, 2] == 0, "tool/padding tokens are not imitated"
+    assert lp.grad[0, 0] == pytest.approx(-0.25), "raise the logprob of imitated tokens"
+    none = algos.self_imitation_loss(lp, mask, torch.zeros(3))
+    assert none.item() == 0.0 and torch.isfinite(none)
+
+
+def test_batch_carries_success_separately_from_shaped_reward():
+    b = collate([_sample([5, 6, 7], 1, [0, 1, 1], reward=0.4), Sample("e", "g", [5, 6], 1, [0, 1], [0.0, 0.0], 1.0, True)],
+                pad_id=0)
+    assert b.successes.tolist() == [0.0, 1.0] and b.rewards.tolist() == pytest.approx([0.4, 1.0])
+    assert b.select(torch.tensor([1])).successes.tolist() == [1.0]
+
+
+def test_self_imitation_needs_the_torch_backend():
+    from aworld_core.config import TrainConfig
+
+    with pytest.raises(ValueError, match="torch backend only"):
+        TrainConfig(backend="verl-fsdp", self_imitation_coef=0.1)
+    assert TrainConfig(backend="verl-fsdp").self_imitation_coef == 0.0
