@@ -173,7 +173,8 @@ def _save(model: torch.nn.Module, ckpt_in: Path, ckpt_out: Path, optimizer_state
     copy_tokenizer(ckpt_in, tmp)
     if optimizer_state is not None:
         torch.save(optimizer_state, tmp / OPTIMIZER_FILE)
-    elif carry_optimizer and (ckpt_in / OPTIMIZER_FILE).is_file():  # no update this iteration: the moments carry over as they are
+    elif carry_optimizer and (ckpt_in / OPTIMIZER_FILE).is_file():
+        # no update this iteration: the moments carry over as they are
         shutil.copy2(ckpt_in / OPTIMIZER_FILE, tmp / OPTIMIZER_FILE)
     shutil.rmtree(ckpt_out, ignore_errors=True)
     tmp.rename(ckpt_out)

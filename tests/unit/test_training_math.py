@@ -162,8 +162,8 @@ def test_self_imitation_is_token_mean_nll_over_successful_sampled_tokens():
 
 
 def test_batch_carries_success_separately_from_shaped_reward():
-    b = collate([_sample([5, 6, 7], 1, [0, 1, 1], reward=0.4), Sample("e", "g", [5, 6], 1, [0, 1], [0.0, 0.0], 1.0, True)],
-                pad_id=0)
+    won = Sample("e", "g", [5, 6], 1, [0, 1], [0.0, 0.0], 1.0, True)
+    b = collate([_sample([5, 6, 7], 1, [0, 1, 1], reward=0.4), won], pad_id=0)
     assert b.successes.tolist() == [0.0, 1.0] and b.rewards.tolist() == pytest.approx([0.4, 1.0])
     assert b.select(torch.tensor([1])).successes.tolist() == [1.0]
 
