@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import torch
 
 from aworld_core.agent.loop import ChatTokens, load_tokenizer
 from aworld_core.envs.base import Environment
@@ -57,3 +58,13 @@ def demo_episodes(model_dir: Path, env: Environment, *, run_id: str = "synth", i
                 "total_tokens": len(s.token_ids), "model_s": 0.1, "tool_s": 0.01, "total_s": 0.12,
                 "created_at": time.time()})
     return pa.Table.from_pylist(rows, schema=EPISODES)
+
+
+def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a HuggingFace checkpoint directory (all of its safetensors shards)."""
+    from safetensors.torch import load_file
+
+    out: dict[str, torch.Tensor] = {}
+    for f in sorted(Path(path).glob("*.safetensors")):
+        out.update(load_file(f))
+    return out

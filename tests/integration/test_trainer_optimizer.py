@@ -8,22 +8,15 @@ fresh optimizer, with a warning, when the stored state does not fit the model.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
-from verl_testkit import demo_episodes
+from verl_testkit import checkpoint_weights, demo_episodes
 
 from aworld_core.config import TrainConfig
 from aworld_core.training.trainer import OPTIMIZER_FILE, get_trainer
 
 pytestmark = pytest.mark.slow
-
-
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(path / "model.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +50,7 @@ def test_second_update_resumes_the_moments_with_the_configured_lr(first_update, 
                                  cfg.model_copy(update={"lr": 5e-4, "persist_optimizer": False}), 4)
     assert fresh.metrics.get("optimizer_resumed") is None
     assert not (tmp_path / "fresh" / OPTIMIZER_FILE).exists()
-    a, b = _weights(tmp_path / "resumed"), _weights(tmp_path / "fresh")
+    a, b = checkpoint_weights(tmp_path / "resumed"), checkpoint_weights(tmp_path / "fresh")
     assert any(not torch.equal(a[k], b[k]) for k in a), "resumed moments made no difference"
 
 

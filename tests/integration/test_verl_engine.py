@@ -13,18 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from verl_testkit import demo_episodes
+from verl_testkit import checkpoint_weights as _weights, demo_episodes
 
 pytestmark = pytest.mark.slow
-
-
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    out: dict[str, torch.Tensor] = {}
-    for f in sorted(path.glob("*.safetensors")):
-        out.update(load_file(f))
-    return out
 
 
 def _assert_servable_and_changed(out: Path, base: Path) -> None:
